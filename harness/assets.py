@@ -126,7 +126,12 @@ def _download(pkg: Package, dest: Path) -> Path:
     """Download one pinned wheel with pip (progress shown by pip) and check its sha256."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "-d", str(dest), f"{pkg.name}=={pkg.version}"]
-    proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True)
+    # pip's own progress bar goes to our stderr when that is a real stream (not under capture).
+    try:
+        progress = sys.stderr.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        progress = subprocess.DEVNULL
+    proc = subprocess.run(cmd, stdout=progress, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise AssetError(f"pip could not download {pkg.name}=={pkg.version}:\n{proc.stderr.strip()[-2000:]}")
     stem = pkg.name.replace("-", "_")
