@@ -64,3 +64,41 @@ def minilm_path() -> Path:
 @pytest.fixture(scope="session")
 def llama3_tokenizer_path() -> Path:
     return _asset("llama3-tokenizer")
+
+
+@pytest.fixture(scope="session")
+def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) -> Path:
+    """A real `feyntune eval` output folder (results_*.json + samples_*.jsonl, lm-eval's own
+    layout): the embedded SmolLM2 on the first 4 real hep-th abstracts of the sample, --limit 3,
+    8 new tokens, SemScore with MiniLM for speed. Made once per session; treat it as read-only."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
+
+    root = tmp_path_factory.mktemp("hepth_eval")
+    docs = root / "docs.jsonl"
+    with open(sample_path, encoding="utf-8") as src, open(docs, "w", encoding="utf-8") as dst:
+        kept = 0
+        for line in src:
+            r = json.loads(line)
+            if (primary_category(r["categories"]) == "hep-th" and not is_control(r["id"])
+                    and not is_withdrawn(r.get("comments"), r["abstract"])):
+                dst.write(json.dumps({"id": r["id"], "title": r["title"],
+                                      "abstract": clean_abstract(r["abstract"])}) + "\n")
+                kept += 1
+                if kept == 4:
+                    break
+    runs = root / "runs"
+    metadata = json.dumps({"hepth_data": str(docs), "semscore_model": str(minilm_path)})
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "eval", "--model", "hf",
+         "--model_args", f"pretrained={smollm2_path},dtype=float32", "--tasks", "hepth_completion",
+         "--limit", "3", "--gen_kwargs", "max_gen_toks=8", "--seed", "1234",
+         "--output_path", str(runs), "--metadata", metadata],
+        cwd=root, capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"feyntune eval failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return runs

@@ -1,0 +1,617 @@
+"""`feyntune data build`: the Kaggle arXiv metadata snapshot -> the reference study's ten mixes.
+
+Pipeline (DESIGN.md section 2; the rules themselves live in harness/abstracts.py):
+1. stream the snapshot once, keeping only records whose primary category is curated
+   (drop controls, then withdrawn papers, clean the abstract; bad input skipped and counted);
+2. down-sample cs to 200,000 records (seed 42);
+3. split every category with datasets.Dataset.train_test_split, 70 / 15 / 15, seed 42;
+4. compose each mix split by split as `finetune/sets.yaml` describes, shuffled with seed 42;
+5. write `<out>/<set>/{train,validation,test}.jsonl` and `<out>/manifest.json` atomically.
+
+Splits and shuffles only ever permute row positions, and datasets draws those permutations from
+`np.random.default_rng(seed)` and the row count alone. So they are computed on a one-column
+dataset of positions and applied to the records: the same ids, in the same order, as the
+reference calling the same methods on full datasets, without copying the records into Arrow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import yaml
+
+from finetune import snapshot as snapshot_io
+from harness import __version__
+from harness.abstracts import (
+    CONTROL_IDS,
+    clean_abstract,
+    in_category,
+    is_control,
+    is_withdrawn,
+    primary_category,
+)
+from harness.errors import FeynTuneError
+
+DEFAULT_CONFIG = Path(__file__).with_name("sets.yaml")
+SPLITS = ("train", "validation", "test")
+# Field order of the Kaggle snapshot; the output keeps it, with `abstract` cleaned and
+# `orig_abstract` appended (the columns of the published LLMsForHepth datasets, less the
+# prompt/truth columns that the evaluation task derives itself).
+KAGGLE_FIELDS = (
+    "id", "submitter", "authors", "title", "comments", "journal-ref", "doi", "report-no",
+    "categories", "license", "abstract", "versions", "update_date", "authors_parsed",
+)
+REQUIRED_FIELDS = ("id", "categories", "abstract")
+# Reasons a line of the input is not used although it may be a curated record (bad input).
+SKIP_REASONS = (
+    "blank_line", "invalid_utf8", "malformed_json", "missing_field", "invalid_unicode",
+    "empty_abstract", "duplicate_id",
+)
+SET_KINDS = ("category", "union", "percentage", "proportional", "fill")
+_PROGRESS_EVERY = 1 << 14
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class CurationConfig:
+    seed: int
+    train_size: float
+    validation_test_size: float
+    categories: tuple[str, ...]
+    downsample: dict[str, int]
+    sets: dict[str, dict[str, Any]]
+
+    def parts_of(self, name: str) -> list[str]:
+        spec = self.sets[name]
+        refs = [spec.get("category"), spec.get("major"), spec.get("size_of"), spec.get("filler")]
+        refs += list(spec.get("parts", [])) + list(spec.get("minor", []))
+        return [ref for ref in refs if ref]
+
+    def closure(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """Sets to compose (dependencies first) and categories to read for `names`."""
+        ordered: list[str] = []
+        categories: set[str] = set()
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in categories or name in ordered:
+                return
+            if name in self.categories:
+                categories.add(name)
+                return
+            if name in visiting:
+                raise FeynTuneError(f"set {name} is defined in terms of itself")
+            visiting.add(name)
+            for ref in self.parts_of(name):
+                visit(ref)
+            ordered.append(name)
+
+        for name in names:
+            visit(name)
+        # hep-th is always read: without it there is nothing to fine-tune or evaluate on.
+        categories.add("hep-th")
+        return ordered, [c for c in self.categories if c in categories]
+
+
+def load_config(path: str | os.PathLike | None = None) -> CurationConfig:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise FeynTuneError(f"cannot read curation config {path}: {err}") from err
+    try:
+        config = CurationConfig(
+            seed=int(raw["seed"]),
+            train_size=float(raw["split"]["train_size"]),
+            validation_test_size=float(raw["split"]["validation_test_size"]),
+            categories=tuple(raw["categories"]),
+            downsample={str(k): int(v) for k, v in (raw.get("downsample") or {}).items()},
+            sets={str(k): dict(v) for k, v in raw["sets"].items()},
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise FeynTuneError(f"curation config {path} is incomplete: {err!r}") from err
+    known = set(config.categories) | set(config.sets)
+    for name, spec in config.sets.items():
+        if spec.get("kind") not in SET_KINDS:
+            raise FeynTuneError(f"{path}: set {name} has kind {spec.get('kind')!r}, "
+                                f"expected one of {', '.join(SET_KINDS)}")
+        for ref in config.parts_of(name):
+            if ref not in known:
+                raise FeynTuneError(f"{path}: set {name} refers to {ref!r}, which is neither a "
+                                    "curated category nor a set")
+    config.closure(list(config.sets))  # rejects cycles
+    return config
+
+
+# ----------------------------------------------------------------------------- streaming
+_CATEGORIES_KEY = b'"categories":'
+
+
+def peek_primary(line: bytes) -> str | None:
+    """Primary category read straight from the raw line, or None when that is not certain.
+
+    Parsing JSON is the cost of curation, and most of the snapshot is in categories we drop.
+    A JSON string cannot hold an unescaped quote, so `"categories":` can only be a key; a
+    value with a backslash (an escape), a key seen twice, or an unusual layout fall back to
+    the full parse, which decides with the same `primary_category` rule.
+    """
+    start = line.find(_CATEGORIES_KEY)
+    if start < 0 or line.find(_CATEGORIES_KEY, start + 1) >= 0:
+        return None
+    pos = start + len(_CATEGORIES_KEY)
+    if line[pos:pos + 1] == b" ":
+        pos += 1
+    if line[pos:pos + 1] != b'"':
+        return None
+    end = line.find(b'"', pos + 1)
+    value = line[pos + 1:end]
+    if end < 0 or b"\\" in value:
+        return None
+    try:
+        return primary_category(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None
+
+
+@dataclass
+class Collection:
+    """The curated records kept from one pass over the snapshot."""
+
+    categories: list[str]
+    lines: list[bytes] = field(default_factory=list)  # output JSON line of each kept record
+    category_code: list[int] = field(default_factory=list)
+    by_category: dict[str, list[int]] = field(default_factory=dict)
+    counts: dict[str, Counter] = field(default_factory=dict)  # per category: matched, ...
+    skipped: Counter = field(default_factory=Counter)
+    lines_read: int = 0
+    other_categories: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.categories:
+            self.by_category[name] = []
+            self.counts[name] = Counter()
+        self._category_of_primary: dict[str, str | None] = {}
+        self._ids: set[str] = set()
+
+    def category_of(self, primary: str) -> str | None:
+        try:
+            return self._category_of_primary[primary]
+        except KeyError:
+            hit = next((c for c in self.categories if in_category(primary, c)), None)
+            if len(self._category_of_primary) < 100_000:
+                self._category_of_primary[primary] = hit
+            return hit
+
+    def add_line(self, line: bytes) -> None:
+        self.lines_read += 1
+        primary = peek_primary(line)
+        if primary is not None and self.category_of(primary) is None:
+            self.other_categories += 1
+            return
+        self._add_parsed(line)
+
+    def _parse_rejected(self, line: bytes) -> Any:
+        """Why orjson refused a line (counted), or the record when only orjson refuses it.
+
+        orjson also rejects valid JSON that is unusable here (a lone surrogate escape): the
+        standard parser tells those apart, and they fail on encoding further on.
+        """
+        if not line.strip():
+            self.skipped["blank_line"] += 1
+            return None
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self.skipped["invalid_utf8"] += 1
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:  # also a line cut off mid-record
+            self.skipped["malformed_json"] += 1
+            return None
+
+    @staticmethod
+    def _encode(out: dict[str, Any]) -> bytes | None:
+        try:
+            return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+        except (orjson.JSONEncodeError, TypeError):
+            pass
+        try:  # the same layout as orjson's, for what orjson cannot encode (e.g. huge ints)
+            return (json.dumps(out, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+            return None
+
+    def _add_parsed(self, line: bytes) -> None:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = self._parse_rejected(line)
+            if record is None:
+                return
+        if not isinstance(record, dict):
+            self.skipped["malformed_json"] += 1
+            return
+        comments = record.get("comments")
+        if any(not isinstance(record.get(key), str) for key in REQUIRED_FIELDS) or not (
+            comments is None or isinstance(comments, str)
+        ):
+            self.skipped["missing_field"] += 1
+            return
+        category = self.category_of(primary_category(record["categories"]))
+        if category is None:
+            self.other_categories += 1
+            return
+        counts = self.counts[category]
+        counts["matched"] += 1
+        arxiv_id, original = record["id"], record["abstract"]
+        if is_control(arxiv_id):
+            counts["control"] += 1
+            return
+        if is_withdrawn(comments, original):
+            counts["withdrawn"] += 1
+            return
+        abstract = clean_abstract(original)
+        if not abstract:
+            self.skipped["empty_abstract"] += 1
+            return
+        if arxiv_id in self._ids:  # the first occurrence wins
+            self.skipped["duplicate_id"] += 1
+            return
+        out = {name: record.get(name) for name in KAGGLE_FIELDS}
+        out["abstract"] = abstract
+        out["orig_abstract"] = original
+        encoded = self._encode(out)
+        if encoded is None:
+            self.skipped["invalid_unicode"] += 1
+            return
+        self._ids.add(arxiv_id)
+        counts["kept"] += 1
+        self.by_category[category].append(len(self.lines))
+        self.category_code.append(self.categories.index(category))
+        self.lines.append(encoded)
+
+
+def collect(snap: snapshot_io.SnapshotFile, categories: list[str],
+            progress: bool | None = None) -> Collection:
+    from tqdm import tqdm
+
+    collection = Collection(categories=list(categories))
+    # disable=None: a bar on a terminal, silence in logs and tests unless asked for.
+    bar = tqdm(total=snap.size_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+               desc=f"reading {snap.path.name}", disable=None if progress is None else not progress,
+               file=sys.stderr, mininterval=0.5)
+    started = time.perf_counter()
+    with bar, snapshot_io.LineStream(snap) as stream:
+        def show(count: int) -> None:
+            rate = count / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"{count:,} records, {rate:,.0f} records/s, "
+                                f"{len(collection.lines):,} kept", refresh=False)
+            bar.update(stream.position() - bar.n)
+
+        add = collection.add_line
+        for count, line in enumerate(stream, start=1):
+            add(line)
+            if count % _PROGRESS_EVERY == 0:
+                show(count)
+        show(collection.lines_read)
+    return collection
+
+
+# ----------------------------------------------------------------------------- splits, mixes
+def _positions(dataset) -> np.ndarray:
+    """The `row` column of a split or shuffled dataset, in its order.
+
+    Formatting rows out of datasets gathers them one at a time (seconds per 100k rows, dozens
+    of calls per build), so the indices mapping that datasets itself would gather with is
+    applied to the column directly; the public path remains the fallback.
+    """
+    indices = getattr(dataset, "_indices", None)
+    try:
+        rows = dataset.data.column("row").to_numpy()
+        if indices is not None:
+            rows = rows[indices.column(0).to_numpy()]
+    except (AttributeError, TypeError, IndexError):
+        rows = None
+    if rows is None or len(rows) != len(dataset):
+        rows = dataset.with_format("numpy")[:]["row"]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _row_dataset(rows: np.ndarray):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"row": np.asarray(rows, dtype=np.int64)})
+
+
+def _train_test(rows: np.ndarray, seed: int, **size: float) -> tuple[np.ndarray, np.ndarray]:
+    """`Dataset.train_test_split(**size, seed=seed, shuffle=True)` -> (train rows, test rows).
+
+    datasets refuses a split whose train part would be empty (1 record; or 1 left for
+    validation/test). Tiny categories of small snapshots then get the split datasets would
+    give if it allowed that: its own arithmetic and permutation, so all records go to test.
+    """
+    n = len(rows)
+    if n == 0:
+        return rows[:0], rows[:0]
+    if "train_size" in size:
+        n_train = int(np.floor(size["train_size"] * n))
+        n_test = n - n_train
+    else:
+        n_test = int(np.ceil(size["test_size"] * n))
+        n_train = n - n_test
+    if n_train > 0 and n_test > 0:
+        parts = _row_dataset(rows).train_test_split(**size, seed=seed, shuffle=True)
+        return _positions(parts["train"]), _positions(parts["test"])
+    permutation = np.random.default_rng(seed).permutation(n)
+    return rows[permutation[n_test:n_test + n_train]], rows[permutation[:n_test]]
+
+
+def split_rows(rows: np.ndarray, seed: int = 42, train_size: float = 0.7,
+               validation_test_size: float = 0.5) -> dict[str, np.ndarray]:
+    """70% train, then the rest 50/50: its train part is validation, its test part test."""
+    train, rest = _train_test(np.asarray(rows, dtype=np.int64), seed, train_size=train_size)
+    validation, test = _train_test(rest, seed, test_size=validation_test_size)
+    return {"train": train, "validation": validation, "test": test}
+
+
+def shuffle_rows(rows: np.ndarray, seed: int) -> np.ndarray:
+    """What `concatenate_datasets(parts).shuffle(seed=seed)` does to the rows."""
+    if len(rows) == 0:
+        return np.asarray(rows, dtype=np.int64)
+    return _positions(_row_dataset(rows).shuffle(seed=seed))
+
+
+def downsample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """`Dataset.shuffle(seed=seed).select(range(limit))`, the documented idiom for a random
+    subset with datasets, which the reference used for everything else; a category already
+    within the limit is left untouched (nothing to down-sample)."""
+    if len(rows) <= limit:
+        return np.asarray(rows, dtype=np.int64)
+    return shuffle_rows(rows, seed)[:limit]
+
+
+@dataclass
+class Mix:
+    rows: dict[str, np.ndarray]                      # split -> record rows, in output order
+    shortfalls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _take(rows: np.ndarray, wanted: int, part: str, split: str, shortfalls: list) -> np.ndarray:
+    if wanted > len(rows):
+        shortfalls.append({"split": split, "part": part, "requested": int(wanted),
+                           "taken": len(rows)})
+    return rows[:max(wanted, 0)]
+
+
+def compose(config: CurationConfig, name: str, resolve, seed: int) -> Mix:
+    """One mix, split by split, from the rows of its parts (`resolve(part, split)`)."""
+    spec = config.sets[name]
+    kind = spec["kind"]
+    mix = Mix(rows={})
+    for split in SPLITS:
+        short = mix.shortfalls
+        if kind == "category":
+            mix.rows[split] = resolve(spec["category"], split)
+            continue
+        if kind == "union":
+            pieces = [resolve(part, split) for part in spec["parts"]]
+        elif kind == "percentage":
+            # n = size of s1's split; k15 = int(0.15 n) of each minor category; the first
+            # n - m * k15 of the major one (m minor categories), as in the reference.
+            n = len(resolve(spec["size_of"], split))
+            k = int(spec["minor_fraction"] * n)
+            major = resolve(spec["major"], split)
+            pieces = [_take(major, n - len(spec["minor"]) * k, spec["major"], split, short)]
+            pieces += [_take(resolve(m, split), k, m, split, short) for m in spec["minor"]]
+        elif kind == "proportional":
+            # Each part shrinks by the same factor f = n_target / n_parts, so the mix keeps the
+            # parts' natural proportions at the target's size (s9: f = n_hepth/(n_hepph+n_grqc)).
+            target = len(resolve(spec["size_of"], split))
+            parts = [resolve(part, split) for part in spec["parts"]]
+            total = sum(len(p) for p in parts)
+            fraction = target / total if total else 0.0
+            pieces = [_take(rows, int(fraction * len(rows)), part, split, short)
+                      for part, rows in zip(spec["parts"], parts)]
+        else:  # fill: the parts whole, the filler's first records up to the target size
+            target = len(resolve(spec["size_of"], split))
+            pieces = [resolve(part, split) for part in spec["parts"]]
+            room = target - sum(len(p) for p in pieces)
+            pieces.append(_take(resolve(spec["filler"], split), room, spec["filler"], split,
+                                short))
+        mix.rows[split] = shuffle_rows(np.concatenate(pieces).astype(np.int64), seed)
+    return mix
+
+
+# ----------------------------------------------------------------------------- the build
+@dataclass
+class BuildResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FeynTuneError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
+        raise FeynTuneError(f"--out {out} is a non-empty folder that is not a previous "
+                            "`feyntune data build` output; choose a new or empty folder")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished `tmp` with renames: a reader sees old or new, never half."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _set_counts(rows: np.ndarray, codes: np.ndarray, categories: list[str]) -> dict[str, Any]:
+    tally = np.bincount(codes[rows], minlength=len(categories)) if len(rows) else \
+        np.zeros(len(categories), dtype=np.int64)
+    return {"total": len(rows),
+            "by_category": {c: int(n) for c, n in zip(categories, tally) if n}}
+
+
+def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] | None = None,
+          seed: int | None = None, config: CurationConfig | None = None,
+          progress: bool | None = None) -> BuildResult:
+    config = config or load_config()
+    seed = config.seed if seed is None else int(seed)
+    names = list(config.sets) if not sets else list(dict.fromkeys(sets))
+    unknown = [name for name in names if name not in config.sets]
+    if unknown:
+        raise FeynTuneError(f"unknown set(s) {', '.join(unknown)}; known: "
+                            f"{', '.join(config.sets)}")
+    out = Path(out).expanduser().resolve()
+    snap = snapshot_io.locate(snapshot)
+    _prepare_out(out)
+    order, categories = config.closure(names)
+
+    digest = snapshot_io.sha256_in_background(snap.path)
+    collection = collect(snap, categories, progress=progress)
+    if collection.counts["hep-th"]["kept"] == 0:
+        raise FeynTuneError(
+            f"{snap.path}: no usable hep-th record among {collection.lines_read:,} lines "
+            f"(hep-th records matched: {collection.counts['hep-th']['matched']:,}); is this the "
+            "Kaggle arXiv metadata snapshot (JSON lines)?")
+
+    category_rows: dict[str, dict[str, np.ndarray]] = {}
+    downsampled: dict[str, int] = {}
+    for category in categories:
+        rows = np.asarray(collection.by_category[category], dtype=np.int64)
+        limit = config.downsample.get(category)
+        if limit is not None and len(rows) > limit:
+            downsampled[category] = len(rows) - limit
+            rows = downsample_rows(rows, limit, seed)
+        category_rows[category] = split_rows(rows, seed, config.train_size,
+                                             config.validation_test_size)
+
+    mixes: dict[str, Mix] = {}
+
+    def resolve(part: str, split: str) -> np.ndarray:
+        return category_rows[part][split] if part in category_rows else mixes[part].rows[split]
+
+    for name in order:
+        mixes[name] = compose(config, name, resolve, seed)
+
+    codes = np.asarray(collection.category_code, dtype=np.int64)
+    manifest = {
+        "command": "feyntune data build",
+        "feyntune_version": __version__,
+        "input": {"path": str(snap.path.resolve()), "size_bytes": snap.size_bytes,
+                  "sha256": None, "compression": snap.compression},
+        "seed": seed,
+        "rules": {
+            "control_ids": sorted(CONTROL_IDS),
+            "split": {"train_size": config.train_size,
+                      "validation_test_size": config.validation_test_size,
+                      "method": "datasets.Dataset.train_test_split, shuffle=True"},
+            "downsample": config.downsample,
+            "sets": {name: config.sets[name] for name in names},
+        },
+        "records": {
+            "lines": collection.lines_read,
+            "other_categories": collection.other_categories,
+            "by_category": {c: {key: int(collection.counts[c][key])
+                                for key in ("matched", "control", "withdrawn", "kept")}
+                            for c in categories},
+            "downsampled_out": downsampled,
+        },
+        "skipped": {reason: int(collection.skipped[reason]) for reason in SKIP_REASONS},
+        "sets": {
+            name: {"splits": {split: _set_counts(mixes[name].rows[split], codes, categories)
+                              for split in SPLITS},
+                   "shortfalls": mixes[name].shortfalls}
+            for name in names
+        },
+    }
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        lines = collection.lines
+        for name in names:
+            (tmp / name).mkdir()
+            for split in SPLITS:
+                with open(tmp / name / f"{split}.jsonl", "wb", buffering=1 << 20) as handle:
+                    handle.writelines(lines[row] for row in mixes[name].rows[split].tolist())
+        manifest["input"]["sha256"] = digest.result()
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return BuildResult(out=out, manifest=manifest)
+
+
+def summary(result: BuildResult) -> str:
+    manifest = result.manifest
+    records = manifest["records"]
+    lines = [f"read {records['lines']:,} lines of {manifest['input']['path']}"]
+    for category, counts in records["by_category"].items():
+        lines.append(f"  {category:7s} {counts['kept']:>9,} kept of {counts['matched']:,} "
+                     f"(control {counts['control']}, withdrawn {counts['withdrawn']:,})")
+    for category, dropped in records["downsampled_out"].items():
+        lines.append(f"  {category}: {dropped:,} records down-sampled away")
+    bad = {reason: n for reason, n in manifest["skipped"].items() if n}
+    lines.append("skipped (bad input): " + (", ".join(f"{r} {n:,}" for r, n in bad.items())
+                                            if bad else "none"))
+    lines.append(f"{'set':5s} {'train':>9s} {'validation':>11s} {'test':>9s}")
+    for name, info in manifest["sets"].items():
+        splits = info["splits"]
+        lines.append(f"{name:5s} " + " ".join(
+            f"{splits[s]['total']:>{w},}" for s, w in zip(SPLITS, (9, 11, 9))))
+        for short in info["shortfalls"]:
+            lines.append(f"      short: {short['split']} wanted {short['requested']:,} "
+                         f"{short['part']}, only {short['taken']:,} exist")
+    lines.append(f"wrote {result.out} (manifest.json, sha256 {manifest['input']['sha256'][:12]}…)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+def _build_command(args) -> int:
+    config = load_config(args.config)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
+    result = build(args.snapshot, args.out, sets=sets, seed=args.seed, config=config,
+                   progress=False if args.no_progress else None)
+    print(summary(result))
+    return 0
+
+
+def register(sub) -> None:
+    data = sub.add_parser("data", help="curate arXiv metadata into the training sets",
+                          description="Curate the Kaggle arXiv metadata snapshot.")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    build_parser = actions.add_parser(
+        "build", help="build the ten dataset mixes s1..s10 from the snapshot",
+        description="Stream the Kaggle arXiv metadata snapshot (JSON lines, .gz or .zip) and "
+        "write <out>/<set>/{train,validation,test}.jsonl plus <out>/manifest.json, with the "
+        "reference study's rules (DESIGN.md section 2) as defaults.")
+    build_parser.add_argument("--snapshot", required=True, type=Path,
+                              help="arxiv-metadata-oai-snapshot.json (or .gz / .zip)")
+    build_parser.add_argument("--out", required=True, type=Path,
+                              help="output folder (replaced atomically if it is a previous build)")
+    build_parser.add_argument("--sets", default=None,
+                              help="comma-separated sets to write, e.g. s1,s3 (default: all)")
+    build_parser.add_argument("--seed", type=int, default=None,
+                              help="seed of splits, shuffles and down-sampling (default: 42)")
+    build_parser.add_argument("--config", type=Path, default=None,
+                              help=f"set definitions (default: {DEFAULT_CONFIG.name} shipped "
+                              "with feyntune)")
+    build_parser.add_argument("--no-progress", action="store_true",
+                              help="no progress bar (it is shown on a terminal by default)")
+    build_parser.set_defaults(func=_build_command)

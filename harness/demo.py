@@ -1,0 +1,127 @@
+"""`feyntune demo`: the whole study, small, offline, on a CPU.
+
+Curate s1 and one mix from the shared arXiv sample, fine-tune a LoRA-all and a LoRA-QKV adapter
+of the embedded default model (SmolLM2-135M) with the paper preset cut to a step budget, evaluate
+the base model and both adapters with `hepth_completion` on the s1 test split, regenerate
+`results/` and say whether each adapter beats the base on perplexity.
+
+Each step is the same `feyntune` command a user would type, printed before it runs; a step whose
+output is already on disk is skipped, so a re-run resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SNAPSHOT = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
+
+
+@dataclass
+class DemoConfig:
+    """Sizes chosen so the demo runs in well under 15 minutes on 2 CPU cores."""
+
+    snapshot: Path = field(default_factory=lambda: Path(
+        os.environ.get("FEYNTUNE_DEMO_SNAPSHOT", DEFAULT_SNAPSHOT)))
+    work: Path = REPO / "demo"                # curated data and adapters (not committed)
+    runs: Path = REPO / "results" / "runs"    # lm-eval outputs (the committed leaderboard)
+    results: Path = REPO / "results"
+    sets: tuple[str, ...] = ("s1", "s3")
+    train_set: str = "s1"
+    max_steps: int = 30
+    batch_size: int = 8
+    eval_docs: int = 24
+    max_new_tokens: int = 48
+    semscore_model: str = "minilm"            # the fast offline embedder; mpnet is the default elsewhere
+
+    def adapters(self) -> dict[str, Path]:
+        return {v: self.work / "adapters" / f"smollm2-{self.train_set}-lora-{v}" for v in ("all", "qkv")}
+
+
+def _feyntune(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness.cli", *args]
+
+
+def _run(step: str, cmd: list[str]) -> None:
+    shown = " ".join(shlex.quote(c) for c in ["feyntune", *cmd[3:]])
+    print(f"\n== {step}\n$ {shown}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+        raise FeynTuneError(f"demo step '{step}' failed (exit {proc.returncode}); fix it and re-run: "
+                            "finished steps are kept")
+    print(f"   done in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def _done(step: str, marker: Path) -> bool:
+    if marker.exists():
+        print(f"\n== {step}: already done ({marker.relative_to(REPO)}), skipped", flush=True)
+        return True
+    return False
+
+
+def _has_run(runs: Path, label: str) -> bool:
+    return any((runs / label).rglob("results_*.json"))
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    from harness import assets
+
+    if not cfg.snapshot.is_file():
+        raise FeynTuneError(f"snapshot {cfg.snapshot} not found (set FEYNTUNE_DEMO_SNAPSHOT)")
+    base = str(assets.path("smollm2"))
+    semscore = str(assets.path(cfg.semscore_model))
+    data = cfg.work / "data"
+
+    if not _done("curate", data / "manifest.json"):
+        _run("curate s1 and a mix from the arXiv sample",
+             _feyntune("data", "build", "--snapshot", str(cfg.snapshot), "--out", str(data),
+                       "--sets", ",".join(cfg.sets)))
+
+    for variant, out in cfg.adapters().items():
+        if not _done(f"train LoRA-{variant}", out / "run.json"):
+            _run(f"fine-tune LoRA-{variant} on {cfg.train_set} ({cfg.max_steps} steps of the paper preset)",
+                 _feyntune("train", "--base", base, "--data", str(data / cfg.train_set),
+                           "--lora", variant, "--out", str(out), "--max-steps", str(cfg.max_steps),
+                           "--batch-size", str(cfg.batch_size), "--resume"))
+
+    print(f"\n   evaluation: the first {cfg.eval_docs} abstracts of the s1 test split, at most "
+          f"{cfg.max_new_tokens} new tokens per completion, SemScore with {cfg.semscore_model}")
+    models = {"smollm2-base": f"pretrained={base}"}
+    for variant, out in cfg.adapters().items():
+        models[out.name] = f"pretrained={base},peft={out}"
+    metadata = json.dumps({"hepth_data": str(data / "s1"), "semscore_model": semscore})
+    for label, model_args in models.items():
+        if _has_run(cfg.runs, label):
+            print(f"\n== evaluate {label}: already done, skipped", flush=True)
+            continue
+        _run(f"evaluate {label}",
+             _feyntune("eval", "--model", "hf", "--model_args", model_args,
+                       "--tasks", "hepth_completion", "--limit", str(cfg.eval_docs),
+                       "--gen_kwargs", f"max_gen_toks={cfg.max_new_tokens}",
+                       "--metadata", metadata, "--seed", "42", "--batch_size", "8",
+                       "--log_samples", "--output_path", str(cfg.runs / label)))
+
+    _run("regenerate the leaderboard",
+         _feyntune("leaderboard", "--runs", str(cfg.runs), "--out", str(cfg.results)))
+    print((cfg.results / "leaderboard.md").read_text())
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="the whole study, small and offline, on a CPU",
+                       description=__doc__)
+    p.add_argument("--max-steps", type=int, default=DemoConfig.max_steps)
+    p.add_argument("--eval-docs", type=int, default=DemoConfig.eval_docs)
+    p.add_argument("--max-new-tokens", type=int, default=DemoConfig.max_new_tokens)
+    p.set_defaults(func=lambda a: run_demo(DemoConfig(max_steps=a.max_steps, eval_docs=a.eval_docs,
+                                                      max_new_tokens=a.max_new_tokens)))

@@ -1,0 +1,196 @@
+"""The documents of the hep-th completion benchmark: where they come from and what each holds.
+
+Source, first found wins:
+1. `hepth_data` (lm-eval `--metadata '{"hepth_data": PATH}'`): a folder written by
+   `feyntune data build` (its `s1/test.jsonl`), a set folder (its `test.jsonl`), or a JSON-lines
+   file whose records are all documents;
+2. the environment variable FEYNTUNE_HEPTH_DATA, read the same way;
+3. the published test split on the hub, `LLMsForHepth/hep-th_primary` split `test`.
+
+Relative paths resolve against the user's current directory. Each document is
+`{id, title, abstract, prompt, y_true}`; `prompt`/`y_true` come from the record when it has both,
+else from `harness.abstracts.split_prompt`. Abstracts are cleaned with `clean_abstract`
+(idempotent on curated data). Records with an empty abstract are skipped, counted and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.abstracts import clean_abstract, split_prompt
+from harness.errors import FeynTuneError
+
+ENV_VAR = "FEYNTUNE_HEPTH_DATA"
+HUB_DATASET = "LLMsForHepth/hep-th_primary"
+HUB_SPLIT = "test"
+DOC_FIELDS = ("id", "title", "abstract", "prompt", "y_true")
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str      # "file" or "hub"
+    location: str  # absolute file path, or the hub dataset name
+    origin: str    # how it was chosen, for messages
+
+
+@dataclass(frozen=True)
+class Documents:
+    source: Source
+    docs: tuple[dict, ...]
+    skipped_empty: int
+
+
+def _file_in(path: Path) -> Path:
+    """The JSON-lines file a user path stands for (build folder, set folder or file)."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        for candidate in (path / "s1" / "test.jsonl", path / "test.jsonl"):
+            if candidate.is_file():
+                return candidate
+        raise FeynTuneError(
+            f"{path} is a folder without s1/test.jsonl (a `feyntune data build` output) or "
+            "test.jsonl (a set folder)")
+    raise FeynTuneError(f"{path} does not exist")
+
+
+def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
+                   environ: dict | None = None) -> Source:
+    """Which source the documents come from (no reading yet, except checking paths exist)."""
+    environ = os.environ if environ is None else environ
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    for value, origin in ((hepth_data, "metadata hepth_data"), (environ.get(ENV_VAR), ENV_VAR)):
+        if value is None or str(value).strip() == "":
+            continue
+        path = Path(os.path.expanduser(str(value)))
+        path = path if path.is_absolute() else base / path
+        try:
+            return Source("file", str(_file_in(path.resolve())), f"{origin}={value}")
+        except FeynTuneError as err:
+            raise FeynTuneError(f"hep-th documents from {origin}={value!s}: {err}") from None
+    return Source("hub", HUB_DATASET, f"default (neither metadata hepth_data nor {ENV_VAR} set)")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise FeynTuneError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise FeynTuneError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            records.append(record)
+    return records
+
+
+def _read_hub(name: str, split: str) -> list[dict]:
+    import datasets
+
+    return list(datasets.load_dataset(name, split=split))
+
+
+def to_document(record: dict, index: int, where: str) -> dict | None:
+    """One benchmark document from a record; None when its abstract is empty."""
+    if "abstract" not in record:
+        raise FeynTuneError(f"{where}: record {index} has no 'abstract' field")
+    raw = record["abstract"]
+    if raw is None:
+        raw = ""
+    if not isinstance(raw, str):
+        raise FeynTuneError(f"{where}: record {index} has a non-text abstract ({type(raw).__name__})")
+    abstract = clean_abstract(raw)
+    if not abstract:
+        return None
+    prompt, y_true = record.get("prompt"), record.get("y_true")
+    if not (isinstance(prompt, str) and isinstance(y_true, str) and prompt):
+        prompt, y_true = split_prompt(abstract)
+    doc_id = record.get("id")
+    return {
+        "id": str(doc_id) if doc_id not in (None, "") else f"#{index}",
+        "title": clean_abstract(str(record.get("title") or "")),
+        "abstract": abstract,
+        "prompt": prompt,
+        "y_true": y_true,
+    }
+
+
+def load_documents(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
+                   environ: dict | None = None) -> Documents:
+    source = resolve_source(hepth_data, cwd=cwd, environ=environ)
+    if source.kind == "file":
+        records = _read_jsonl(Path(source.location))
+        where = source.location
+    else:
+        try:
+            records = _read_hub(source.location, HUB_SPLIT)
+        except Exception as err:  # noqa: BLE001 -- offline, missing, renamed: one clear message
+            raise FeynTuneError(
+                f"no hep-th documents: tried metadata hepth_data (not given), ${ENV_VAR} (not set), "
+                f"then the hub dataset {HUB_DATASET} split {HUB_SPLIT} ({err.__class__.__name__}: "
+                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}). Pass "
+                "--metadata '{\"hepth_data\": \"data\"}' with a `feyntune data build` folder, a set "
+                f"folder or a JSON-lines file, or set ${ENV_VAR}") from None
+        where = f"{HUB_DATASET}[{HUB_SPLIT}]"
+    docs, skipped = [], 0
+    for i, record in enumerate(records):
+        doc = to_document(record, i, where)
+        if doc is None:
+            skipped += 1
+        else:
+            docs.append(doc)
+    if skipped:
+        print(f"feyntune: skipped {skipped} of {len(records)} records with an empty abstract "
+              f"in {where}", file=sys.stderr)
+    if not docs:
+        raise FeynTuneError(f"no hep-th documents in {where} ({source.origin}): "
+                            f"{len(records)} records, {skipped} with an empty abstract")
+    return Documents(source=source, docs=tuple(docs), skipped_empty=skipped)
+
+
+# ---- the lm-eval datasets of the two subtasks (custom_dataset receives the task metadata,
+# into which lm-eval merges the model_args) ---------------------------------------------------
+
+def _dataset_dict(rows: list[dict]):
+    import datasets
+
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def generation_dataset(metadata: dict):
+    """Documents plus the resolved SemScore model, recorded in each sample for traceability."""
+    from harness.metrics import resolve_semscore_model
+
+    docs = load_documents(metadata.get("hepth_data"))
+    model = resolve_semscore_model(metadata.get("semscore_model"))
+    return _dataset_dict([{**d, "semscore_model": model} for d in docs.docs])
+
+
+def perplexity_dataset(metadata: dict):
+    """Documents plus `ppl_tokens`, the number of tokens the evaluated model scores for each
+    abstract, counted with its own tokenizer (process_results never sees the tokenizer)."""
+    from harness import metrics
+
+    spec = metrics.tokenizer_spec(metadata)
+    if spec is None:
+        raise FeynTuneError(
+            "hepth_completion_ppl counts the tokens of each abstract with the evaluated model's "
+            "tokenizer, but the model_args name none (no pretrained= or tokenizer=). Pass "
+            "--metadata '{\"tokenizer\": NAME}'; API models can run only hepth_completion_gen")
+    docs = load_documents(metadata.get("hepth_data"))
+    tokenizer = metrics.load_tokenizer(spec)
+    counts = metrics.scored_token_counts([d["abstract"] for d in docs.docs], tokenizer,
+                                         spec["prefix_token_id"])
+    rows = [{**d, "ppl_tokens": n, "tokenizer": spec["name"]}
+            for d, n in zip(docs.docs, counts) if n > 0]
+    if len(rows) < len(docs.docs):
+        print(f"feyntune: skipped {len(docs.docs) - len(rows)} abstracts with no token to score",
+              file=sys.stderr)
+    return _dataset_dict(rows)

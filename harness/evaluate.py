@@ -1,0 +1,174 @@
+"""`feyntune eval`: lm-eval's own command line, with the hep-th task and the project's models.
+
+    feyntune eval --model hf --model_args pretrained=meta-llama/Llama-3.1-8B,peft=ADAPTER \\
+        --tasks hepth_completion --output_path results/runs
+
+takes every argument of `lm_eval` (see `lm_eval run --help`), and
+- adds the task folder tasks/hepth_completion to --include_path (beside any path given),
+- registers the project's model classes (`--model provider`, from providers/lm_eval_model.py),
+- always logs samples (the bootstrap reads them) and writes under results/runs when no
+  --output_path is given,
+- then prints, for each metric in the samples it wrote, the arithmetic mean with the bootstrap
+  of the mean (9,999 resamples, random state 1, 95% percentile interval).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "hepth_completion"
+DEFAULT_OUTPUT = "results/runs"
+TASK_METRICS = {
+    "hepth_completion_ppl": ("ppl_token", "ppl_word"),
+    "hepth_completion_gen": ("semscore", "semscore_full", "word_entropy", "completion_words",
+                             "metadata_leak", "repetition"),
+}
+PROJECT_MODEL_MODULES = ("providers.lm_eval_model",)
+
+
+def register_project_models() -> list[str]:
+    """Import the modules that register the project's lm-eval model classes (those present)."""
+    import lm_eval.models  # noqa: F401  -- the built-in models first, or they leave the registry
+
+    loaded = []
+    for name in PROJECT_MODEL_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            importlib.import_module(name)
+            loaded.append(name)
+    return loaded
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _with_defaults(argv: list[str]) -> list[str]:
+    argv = list(argv)
+    if not argv or argv[0] not in {"run", "ls", "validate"}:
+        argv = ["run", *argv]
+    if argv[0] == "run":
+        if "--log_samples" not in argv and "-s" not in argv:
+            argv.append("--log_samples")
+        if _option(argv, "--output_path") is None and _option(argv, "-o") is None:
+            argv += ["--output_path", DEFAULT_OUTPUT]
+    return argv
+
+
+def run_lm_eval(argv: list[str]) -> int:
+    """Run lm-eval's CLI in this process (so registered models stay visible) with our task."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.utils import setup_logging
+
+    register_project_models()
+    setup_logging()
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli = HarnessCLI()
+        args = cli.parse_args()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    finally:
+        sys.argv = saved
+    if hasattr(args, "include_path"):
+        # lm-eval's CLI takes one path; its TaskManager takes a list.
+        args.include_path = [str(TASK_DIR)] + ([args.include_path] if args.include_path else [])
+    try:
+        cli.execute(args)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def read_sample_metrics(path: str | Path, metrics: tuple[str, ...]) -> dict[str, list[float]]:
+    """Per-document values of `metrics` in one lm-eval samples_*.jsonl file."""
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            sample = json.loads(line)
+            for m in metrics:
+                if m in sample:
+                    values[m].append(float(sample[m]))
+    return {m: v for m, v in values.items() if v}
+
+
+def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Path]]:
+    """(task, file) of the hepth samples written under output_path at or after `since`."""
+    root = Path(output_path)
+    found = []
+    for task in TASK_METRICS:
+        for path in sorted(root.rglob(f"samples_{task}_*.jsonl")):
+            if path.stat().st_mtime >= since:
+                found.append((task, path))
+    return found
+
+
+def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
+    from harness.stats import bootstrap_mean
+
+    rows = []
+    for task, path in samples:
+        for metric, values in read_sample_metrics(path, TASK_METRICS[task]).items():
+            rows.append({"task": task, "metric": metric, "file": str(path),
+                         **bootstrap_mean(values).as_dict()})
+    return rows
+
+
+def format_summary(rows: list[dict]) -> str:
+    head = f"{'task':<22} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
+    lines = ["bootstrap of the mean (9,999 resamples, random state 1, percentile interval)", head]
+    for r in rows:
+        lines.append(f"{r['task']:<22} {r['metric']:<17} {r['n']:>6} {r['mean']:>10.4f} "
+                     f"{r['boot_mean']:>10.4f} {r['boot_std']:>9.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
+    files = sorted({r["file"] for r in rows})
+    lines += [f"samples: {f}" for f in files]
+    return "\n".join(lines)
+
+
+def _cmd_eval(args) -> int:
+    if not args.extra or {"-h", "--help"} & set(args.extra):
+        print(__doc__)
+        print("lm-eval's own options follow.\n")
+        args.extra = args.extra or ["--help"]
+    argv = _with_defaults(args.extra)
+    started = time.time() - 1.0  # file times have coarse resolution on some filesystems
+    code = run_lm_eval(argv)
+    if code != 0 or argv[0] != "run" or "-h" in argv or "--help" in argv:
+        return code
+    output = _option(argv, "--output_path") or _option(argv, "-o")
+    samples = written_samples(output, started) if output else []
+    if not samples:
+        print("feyntune eval: no hepth_completion samples were written; nothing to bootstrap",
+              file=sys.stderr)
+        return code
+    try:
+        print(format_summary(summary_rows(samples)))
+    except FeynTuneError as err:
+        raise FeynTuneError(f"the run finished, but its samples could not be summarised: {err}") from err
+    return code
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="run lm-eval with the hepth_completion task and print bootstrap figures",
+        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        add_help=False)
+    p.set_defaults(func=_cmd_eval, passthrough=True)

@@ -1,0 +1,91 @@
+"""`feyntune leaderboard`: tables, figures and a web page from every lm-eval run.
+
+Reads every results_*.json / samples_*.jsonl under the runs folder (any depth), adds the
+reference study's published figures as "reported" rows and imported human ratings, and writes
+leaderboard.md, leaderboard.csv, figures/*.png and a self-contained index.html into --out.
+Outputs depend only on the inputs (no generation time), so regenerating gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+FIGURE_NAMES = ("perplexity.png", "entropy_vs_length.png", "semscore.png")
+
+
+@dataclass(frozen=True)
+class Built:
+    out: Path
+    measured_rows: int
+    reported_rows: int
+    skipped: list  # list of runs.Skip
+    notes: list[str]
+
+
+def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
+          reported_file: Path | None = None) -> Built:
+    """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
+    from harness.leaderboard import figures, human, page, render, runs, table
+
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise FeynTuneError(f"--runs {runs_dir} is not a folder")
+    scan = runs.scan(runs_dir)
+    reported = table.load_reported(reported_file or table.REPORTED_FILE)
+    ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
+    measured_rows, reported_rows = table.build_rows(scan.runs, reported, human.load(ratings_path))
+    labels = table.run_labels(scan.runs)
+    notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
+             for note in run.notes]
+    skips = [(skip.path, skip.reason) for skip in scan.skips]
+    source = str(reported.get("source", "reference study"))
+
+    pngs = {
+        "perplexity.png": figures.perplexity_png(measured_rows, reported_rows),
+        "entropy_vs_length.png": figures.entropy_length_png(scan.runs, labels),
+        "semscore.png": figures.semscore_png(scan.runs, labels),
+    }
+    (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+    for name, data in pngs.items():
+        (out_dir / "figures" / name).write_bytes(data)
+    (out_dir / "leaderboard.csv").write_text(render.to_csv(measured_rows, reported_rows),
+                                             encoding="utf-8", newline="")
+    (out_dir / "leaderboard.md").write_text(
+        render.to_markdown(measured_rows, reported_rows, notes, skips, source), encoding="utf-8")
+    (out_dir / "index.html").write_text(
+        page.to_html(measured_rows, reported_rows, scan.runs, labels, pngs, notes, skips, source),
+        encoding="utf-8")
+    return Built(out_dir, len(measured_rows), len(reported_rows), list(scan.skips), notes)
+
+
+def _run(args) -> int:
+    built = build(Path(args.runs), Path(args.out), Path(args.ratings) if args.ratings else None)
+    for skip in built.skipped:
+        print(f"feyntune leaderboard: skipped {skip}", file=sys.stderr)
+    for note in built.notes:
+        print(f"feyntune leaderboard: note: {note}", file=sys.stderr)
+    print(f"leaderboard: {built.measured_rows} measured run(s), {built.reported_rows} reported "
+          f"row(s), {len(built.skipped)} file(s) skipped -> {built.out}/leaderboard.md, "
+          f"leaderboard.csv, index.html, figures/{{{','.join(FIGURE_NAMES)}}}")
+    return 0
+
+
+def register(sub) -> None:
+    parser = sub.add_parser(
+        "leaderboard",
+        help="build the leaderboard (md, csv, figures, html) from lm-eval runs",
+        description="Read every lm-eval results_*.json and samples_*.jsonl under --runs and "
+        "write leaderboard.md, leaderboard.csv, figures/*.png and index.html into --out, with "
+        "the reference study's published figures as reported rows.",
+    )
+    parser.add_argument("--runs", default="results/runs",
+                        help="folder of lm-eval output folders (default: results/runs)")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--ratings", default=None,
+                        help="human ratings from `feyntune review import` "
+                        "(default: OUT/human_ratings.json when present)")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,46 @@
+"""The human-ratings file that `feyntune review import` writes and the leaderboard reads.
+
+{"format": "feyntune-human-ratings/1",
+ "models": [{"run": "<run id or null>", "model": "<label>", "mean": 6.1, "n": 30,
+             "raters": 3, "documents": 10, "criteria": {"grammar and style": 6.5, ...}}]}
+A model is matched to a leaderboard row by its run id, else by its label.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+FORMAT = "feyntune-human-ratings/1"
+DEFAULT_NAME = "human_ratings.json"
+
+
+def load(path: Path | None) -> dict[str, dict]:
+    """run id / label -> that model's ratings; {} when there is no file."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FeynTuneError(f"cannot read the human ratings {path}: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FeynTuneError(f"{path} is not a FeynTune human-ratings file ({FORMAT}); "
+                            "write it with `feyntune review import`")
+    ratings: dict[str, dict] = {}
+    for entry in data.get("models", []):
+        if not isinstance(entry, dict):
+            continue
+        for key in (entry.get("run"), entry.get("model")):
+            if isinstance(key, str) and key and key not in ratings:
+                ratings[key] = entry
+    return ratings
+
+
+def save(path: Path, models: list[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(models, key=lambda m: (m.get("model") or "", m.get("run") or ""))
+    path.write_text(json.dumps({"format": FORMAT, "models": ordered}, indent=2,
+                               ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")

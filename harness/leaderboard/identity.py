@@ -1,0 +1,206 @@
+"""Which model a run evaluated, from what lm-eval recorded about it.
+
+lm-eval keeps the model class (`config.model`: hf, vllm, provider, ...) and its arguments
+(`config.model_args`, a dict from the CLI or a "k=v,k=v" string from the Python API). From those:
+a local model is a base (`pretrained`) plus an optional adapter (`peft`), whose dataset mix and
+LoRA variant come from the adapter's `run.json` when the folder is at hand, else from its name
+(`LLMsForHepth/s3-L-3.1-8B-base` is LoRA-all on s3, `...-qkv` LoRA-QKV); a commercial model is a
+provider and a model name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LORA_ALL = "LoRA-all"
+LORA_QKV = "LoRA-QKV"
+
+# s1..s10 as a whole token of a name: "s3-L-3.1-8B-base", "data/s10", "smollm2-s1-qkv".
+_MIX = re.compile(r"(?:^|[/_\-.])(s(?:10|[1-9]))(?=$|[/_\-.])", re.IGNORECASE)
+_QKV = re.compile(r"qkv", re.IGNORECASE)
+# The published LoRA-all adapters end in "-base" (optionally "_vN"); "lora-all"/"_all" says so too.
+_ALL = re.compile(r"(?:lora[-_]?all|[-_]all(?:$|[-_/])|-L-[\w.-]+-base(?:_v\d+)?$)", re.IGNORECASE)
+# API model classes of lm-eval itself, for runs that did not go through our `provider` model.
+_API_MODEL_CLASSES = {
+    "openai-completions", "openai-chat-completions", "local-completions", "local-chat-completions",
+    "anthropic-completions", "anthropic-chat", "anthropic-chat-completions", "gemini",
+    "textsynth", "watsonx_llm",
+}
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What the leaderboard says about a model; `key` groups runs of the same model."""
+
+    base: str | None = None       # base model as given (hub id or local folder name)
+    adapter: str | None = None    # adapter as given (hub id or local folder name)
+    mix: str | None = None        # dataset mix s1..s10, when known
+    lora: str | None = None       # LoRA-all / LoRA-QKV, when known
+    provider: str | None = None   # commercial provider (anthropic, openai, ...)
+    model: str | None = None      # the provider's model name
+
+    @property
+    def is_api(self) -> bool:
+        return self.provider is not None
+
+    @property
+    def label(self) -> str:
+        if self.is_api:
+            return f"{self.provider}/{self.model}" if self.model else str(self.provider)
+        base = short_name(self.base) if self.base else "unknown model"
+        if not self.adapter:
+            return base
+        if self.lora or self.mix:
+            what = " ".join(part for part in (self.lora or "LoRA", self.mix) if part)
+            return f"{base} + {what}"
+        return f"{base} + {short_name(self.adapter)}"
+
+    @property
+    def key(self) -> tuple:
+        return (self.base, self.adapter, self.mix, self.lora, self.provider, self.model)
+
+
+def short_name(name: str) -> str:
+    """A hub id's model part or a folder's name: "meta-llama/Llama-3.1-8B" -> "Llama-3.1-8B"."""
+    return name.rstrip("/").rsplit("/", 1)[-1] or name
+
+
+def display_name(name: str | None) -> str | None:
+    """Hub ids stay whole; local paths shrink to their folder name (no machine paths in tables)."""
+    if not name:
+        return name
+    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+    return short_name(name.replace("\\", "/")) if looks_local else name
+
+
+def parse_model_args(model_args) -> dict:
+    """lm-eval's model_args as a dict, whether it was recorded as a dict or a "k=v,k=v" string."""
+    if isinstance(model_args, dict):
+        return {str(k): v for k, v in model_args.items()}
+    if not isinstance(model_args, str):
+        return {}
+    parsed = {}
+    for part in model_args.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def mix_from_name(name: str | None) -> str | None:
+    match = _MIX.search(name or "")
+    return match.group(1).lower() if match else None
+
+
+def lora_from_name(name: str | None) -> str | None:
+    if not name:
+        return None
+    if _QKV.search(name):
+        return LORA_QKV
+    if _ALL.search(name):
+        return LORA_ALL
+    return None
+
+
+def lora_variant(value) -> str | None:
+    """Normalise a run.json variant ("all", "qkv", "LoRA-QKV", a target-module list)."""
+    if isinstance(value, (list, tuple)):
+        modules = {str(m) for m in value}
+        if modules and modules <= {"q_proj", "k_proj", "v_proj"}:
+            return LORA_QKV
+        return LORA_ALL if {"o_proj", "gate_proj", "up_proj", "down_proj"} <= modules else None
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.lower().replace("_", "-")
+    if "qkv" in text:
+        return LORA_QKV
+    if text in {"all", "lora-all"}:
+        return LORA_ALL
+    return None
+
+
+def read_run_manifest(folder: str | None) -> dict:
+    """The training run's run.json in an adapter (or merged model) folder, {} when absent/bad."""
+    if not folder:
+        return {}
+    path = Path(folder).expanduser() / "run.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_str(mapping: dict, *keys: str) -> str | None:
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _manifest_facts(manifest: dict) -> dict:
+    """Base model, mix and variant from a run.json, tolerant of nesting under "config"."""
+    if isinstance(manifest.get("config"), dict):
+        manifest = {**manifest["config"], **{k: v for k, v in manifest.items() if k != "config"}}
+    lora = manifest.get("lora")
+    lora_block = lora if isinstance(lora, dict) else {}
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    base = _first_str(manifest, "base_model", "base", "model_name_or_path", "pretrained")
+    variant = (
+        lora_variant(lora) if not isinstance(lora, dict) else None
+    ) or lora_variant(lora_block.get("variant")) or lora_variant(lora_block.get("target_modules")) \
+        or lora_variant(manifest.get("variant")) or lora_variant(manifest.get("lora_variant"))
+    dataset = _first_str(manifest, "mix", "dataset", "data_set", "set") or _first_str(
+        data, "name", "set", "folder", "path", "dir"
+    )
+    if dataset is None and isinstance(manifest.get("data"), str):
+        dataset = manifest["data"]
+    # A data set outside s1..s10 (a demo sample, a user's own mix) is named by its folder.
+    mix = (mix_from_name(dataset) or short_name(dataset.replace("\\", "/"))) if dataset else None
+    return {"base": base, "lora": variant, "mix": mix}
+
+
+def identify(config: dict, general: dict | None = None) -> ModelIdentity:
+    """The model of one lm-eval results file (`config` block; `general` = the file's top level)."""
+    general = general or {}
+    model_class = str(config.get("model") or general.get("model_source") or "")
+    args = parse_model_args(config.get("model_args"))
+
+    provider = args.get("provider")
+    if provider or model_class == "provider" or model_class in _API_MODEL_CLASSES:
+        name = args.get("model") or args.get("engine") or general.get("model_name")
+        return ModelIdentity(
+            provider=str(provider or model_class), model=str(name) if name else None
+        )
+
+    pretrained = args.get("pretrained") or args.get("path")
+    if not isinstance(pretrained, str) or not pretrained:
+        # Python API with a model object: lm-eval records its _name_or_path as `config.model`.
+        pretrained = model_class or general.get("model_name")
+    adapter = args.get("peft") or args.get("delta")
+    adapter = adapter if isinstance(adapter, str) and adapter else None
+
+    facts = {"base": None, "lora": None, "mix": None}
+    for folder in (adapter, pretrained):  # an adapter's run.json, or a merged model's
+        manifest = read_run_manifest(folder)
+        if manifest:
+            facts = _manifest_facts(manifest)
+            break
+    named = adapter or (pretrained if facts["lora"] or facts["mix"] else None)
+    mix = facts["mix"] or (mix_from_name(adapter) if adapter else None)
+    lora = facts["lora"] or (lora_from_name(adapter) if adapter else None)
+    base = pretrained
+    if not adapter and (facts["lora"] or facts["mix"]):
+        # A merged model: its run.json names the base it was trained from.
+        base = facts["base"] or pretrained
+        named = pretrained
+    return ModelIdentity(
+        base=display_name(base),
+        adapter=display_name(named) if named else None,
+        mix=mix,
+        lora=lora,
+    )

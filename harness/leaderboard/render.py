@@ -1,0 +1,138 @@
+"""leaderboard.md and leaderboard.csv from the rows (deterministic: no generation time)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from harness.leaderboard.table import COLUMNS, Column
+
+MISSING_TEXT = "n/a"   # md/html: a column with no value for the row says so
+MISSING_CSV = "NA"     # csv: read as missing by pandas and R alike
+_BY_KEY = {c.key: c for c in COLUMNS}
+
+
+def display(column: Column, value) -> str:
+    """A value as shown in md/html."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING_TEXT
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if column.digits is not None and isinstance(value, (int, float)):
+        shown = value * 100 if column.percent else value
+        text = f"{shown:.{column.digits}f}"
+        return f"{text}%" if column.percent else text
+    return str(value)
+
+
+def csv_value(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING_CSV
+    if isinstance(value, float):
+        return repr(value)  # shortest round-trip form: the exact number, stable across runs
+    return str(value)
+
+
+def to_csv(measured: list[dict], reported: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.key for c in COLUMNS])
+    for row in measured + reported:
+        writer.writerow([csv_value(row.get(c.key)) for c in COLUMNS])
+    return buffer.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _ppl_cell(row: dict) -> str:
+    mean = display(_BY_KEY["ppl_token_mean"], row.get("ppl_token_mean"))
+    if row.get("ppl_token_boot_std") is None:
+        return mean
+    sd = display(_BY_KEY["ppl_token_boot_std"], row["ppl_token_boot_std"])
+    low = display(_BY_KEY["ppl_token_ci_low"], row["ppl_token_ci_low"])
+    high = display(_BY_KEY["ppl_token_ci_high"], row["ppl_token_ci_high"])
+    return f"{mean} ± {sd} [{low}, {high}]"
+
+
+def _semscore_cell(row: dict) -> str:
+    mean = display(_BY_KEY["semscore_mean"], row.get("semscore_mean"))
+    if row.get("semscore_min") is None:
+        return mean
+    return f"{mean} (min {display(_BY_KEY['semscore_min'], row['semscore_min'])})"
+
+
+def _human_cell(row: dict) -> str:
+    mean = display(_BY_KEY["human_mean"], row.get("human_mean"))
+    return f"{mean} (n={row['human_n']})" if row.get("human_n") else mean
+
+
+def _plain(key: str):
+    return lambda row: display(_BY_KEY[key], row.get(key))
+
+
+# leaderboard.md folds a few csv columns into one cell to stay readable on a repository page.
+_MD_MEASURED = [
+    ("Model", _plain("model")),
+    ("Base / provider", lambda r: display(_BY_KEY["base_model"], r.get("base_model")
+                                          or r.get("provider"))),
+    ("Adapter", _plain("adapter")),
+    ("Mix", _plain("mix")),
+    ("LoRA", _plain("lora")),
+    ("Docs", _plain("documents")),
+    ("PPL mean ± boot sd [95% CI]", _ppl_cell),
+    ("Corpus word PPL", _plain("word_perplexity_corpus")),
+    ("SemScore (min)", _semscore_cell),
+    ("SemScore-full", _plain("semscore_full_mean")),
+    ("exp(word entropy)", _plain("word_entropy_mean")),
+    ("Metadata leak", _plain("metadata_leak_rate")),
+    ("Repetition", _plain("repetition_mean")),
+    ("Completion words", _plain("completion_words_mean")),
+    ("Human", _human_cell),
+    ("Date (UTC)", _plain("date")),
+    ("Temp", _plain("temperature")),
+    ("Max tokens", _plain("max_tokens")),
+]
+_MD_REPORTED = [
+    ("Model", _plain("model")),
+    ("Mix", _plain("mix")),
+    ("LoRA", _plain("lora")),
+    ("PPL (arithmetic mean)", _plain("ppl_token_mean")),
+    ("Human (1-10)", _plain("human_mean")),
+]
+
+
+def _md_table(rows: list[dict], spec) -> list[str]:
+    lines = ["| " + " | ".join(title for title, _ in spec) + " |",
+             "|" + "|".join("---" for _ in spec) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_md_cell(cell(row)) for _, cell in spec) + " |")
+    return lines
+
+
+def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
+                skips: list[tuple[str, str]], reported_source: str) -> str:
+    lines = ["# hep-th abstract completion leaderboard", ""]
+    lines += [("Measured with the `hepth_completion` lm-eval task. PPL: token perplexity of the "
+               "whole abstract, arithmetic mean over abstracts, with the standard deviation of "
+               "its bootstrap distribution and the 95% percentile interval (9,999 resamples, "
+               "random state 1). Sorted by perplexity; models without one (API models) after. "
+               f"`{MISSING_TEXT}`: no value for that model."), ""]
+    lines.append("## Measured")
+    lines.append("")
+    if measured:
+        lines += _md_table(measured, _MD_MEASURED)
+    else:
+        lines.append("No measured runs yet: run `feyntune eval` and regenerate.")
+    lines += ["", "## Reported by the reference study", "",
+              (f"Published figures ({reported_source}); not measured here and not part of any "
+               "measured statistic."), ""]
+    lines += _md_table(reported, _MD_REPORTED)
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes]
+    if skips:
+        lines += ["", "## Skipped files", ""] + [f"- `{path}`: {_md_cell(why)}" for path, why in skips]
+    lines += ["", "Regenerate with `feyntune leaderboard --runs results/runs --out results`.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,289 @@
+"""Reading lm-eval 0.4.13 output folders: results_<date>.json with its samples_<task>_<date>.jsonl.
+
+lm-eval writes, per run, `<output_path>/<model>/results_<date_id>.json` (aggregates, `config`
+with model and model_args, `configs` per task with its generation_kwargs, `n-samples`, `date`
+= start time as a Unix timestamp) and, with --log_samples, one `samples_<task>_<date_id>.jsonl`
+per task with the same date_id, one JSON object per document holding `doc_id`, `doc`,
+`filtered_resps` and the per-document metric values. A run is the results file plus the sample
+files beside it with its date_id. Anything else -- unreadable JSON, a truncated samples file, a
+run of another task, a stray file -- is reported as a skip and left out, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness.leaderboard.identity import ModelIdentity, identify
+
+GEN_TASK = "hepth_completion_gen"
+PPL_TASK = "hepth_completion_ppl"
+TASKS = (GEN_TASK, PPL_TASK)
+# Per-document values the contract guarantees in each subtask's samples (contracts.md).
+REQUIRED_METRICS = {
+    GEN_TASK: ("semscore", "semscore_full", "word_entropy", "completion_words",
+               "metadata_leak", "repetition"),
+    PPL_TASK: ("ppl_token", "ppl_word"),
+}
+RESULTS_PREFIX = "results_"
+SAMPLES_PREFIX = "samples_"
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str    # relative to the runs folder
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Document:
+    """What the leaderboard keeps of one logged sample."""
+
+    doc_id: int
+    arxiv_id: str | None
+    prompt: str | None
+    truth: str | None
+    completion: str | None          # generation subtask only
+    metrics: dict[str, float]
+
+
+@dataclass
+class Run:
+    run_id: str                     # results file path relative to the runs folder, no suffix
+    identity: ModelIdentity
+    started: datetime | None        # UTC
+    settings: dict                  # temperature, max_gen_toks, limit, model class
+    aggregates: dict[str, dict[str, float]]  # task -> metric -> lm-eval's aggregate
+    samples: dict[str, list[Document]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def date_label(self) -> str:
+        return self.started.strftime("%Y-%m-%d %H:%M:%S UTC") if self.started else "unknown date"
+
+
+@dataclass
+class RunsScan:
+    runs: list[Run]
+    skips: list[Skip]
+
+
+def _date_id(name: str, prefix: str, suffix: str) -> str:
+    """The date_id of results_<date_id>.json; for samples_<task>_<date_id>.jsonl see below."""
+    return name[len(prefix): -len(suffix)]
+
+
+def _samples_parts(name: str) -> tuple[str, str]:
+    """(task, date_id) of samples_<task>_<date_id>.jsonl, as lm_eval.utils splits it."""
+    stem = name[len(SAMPLES_PREFIX): -len(".jsonl")]
+    task, _, date_id = stem.rpartition("_")
+    return task, date_id
+
+
+def _float(value) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _started(results: dict, date_id: str) -> datetime | None:
+    stamp = _float(results.get("date"))
+    if stamp is not None and math.isfinite(stamp):
+        return datetime.fromtimestamp(stamp, tz=timezone.utc).replace(microsecond=0)
+    try:  # the file name's date_id is local time without a zone; better than nothing
+        return datetime.strptime(date_id[:19], "%Y-%m-%dT%H-%M-%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def _settings(results: dict) -> dict:
+    config = results.get("config") if isinstance(results.get("config"), dict) else {}
+    configs = results.get("configs") if isinstance(results.get("configs"), dict) else {}
+    gen_config = configs.get(GEN_TASK) if isinstance(configs.get(GEN_TASK), dict) else {}
+    gen_kwargs = gen_config.get("generation_kwargs")
+    gen_kwargs = gen_kwargs if isinstance(gen_kwargs, dict) else {}
+    return {
+        "model_class": config.get("model"),
+        "temperature": _float(gen_kwargs.get("temperature")) if gen_kwargs.get(
+            "do_sample", True) else 0.0,
+        "max_gen_toks": _float(gen_kwargs.get("max_gen_toks")),
+        "limit": config.get("limit"),
+    }
+
+
+def _aggregates(results: dict) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for task in TASKS:
+        block = results["results"].get(task)
+        if not isinstance(block, dict):
+            continue
+        values = {}
+        for key, value in block.items():
+            metric, sep, filter_name = key.partition(",")
+            number = _float(value)
+            if sep and filter_name == "none" and number is not None:
+                values[metric] = number
+        out[task] = values
+    return out
+
+
+def _expected_count(results: dict, task: str) -> int | None:
+    counts = results.get("n-samples", {}).get(task) if isinstance(results.get("n-samples"),
+                                                                  dict) else None
+    if isinstance(counts, dict) and isinstance(counts.get("effective"), int):
+        return counts["effective"]
+    return None
+
+
+def _completion(sample: dict) -> str | None:
+    filtered = sample.get("filtered_resps")
+    if isinstance(filtered, list) and filtered:
+        first = filtered[0]
+        if isinstance(first, list) and first:
+            first = first[0]
+        if isinstance(first, str):
+            return first
+    return None
+
+
+def read_samples(path: Path, task: str, expected: int | None) -> list[Document]:
+    """One samples file; raises ValueError with the reason when it cannot be used whole."""
+    documents: list[Document] = []
+    seen: set[int] = set()
+    wanted = REQUIRED_METRICS[task]
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"line {number} is not JSON ({err.msg}); truncated file?") from None
+            if not isinstance(sample, dict) or not isinstance(sample.get("doc"), dict) \
+                    or "doc_id" not in sample:
+                raise ValueError(f"line {number} is not an lm-eval sample (no doc/doc_id)")
+            missing = [m for m in wanted if m not in sample]
+            if missing:
+                raise ValueError(f"line {number} lacks the per-document metric(s) "
+                                 f"{', '.join(missing)}")
+            metrics = {}
+            for metric in wanted:
+                value = _float(sample[metric])
+                if value is None:
+                    raise ValueError(f"line {number}: {metric} is not a number")
+                metrics[metric] = value
+            doc_id = sample["doc_id"]
+            if doc_id in seen:
+                raise ValueError(f"line {number}: document {doc_id} appears twice")
+            seen.add(doc_id)
+            doc = sample["doc"]
+            documents.append(Document(
+                doc_id=int(doc_id),
+                arxiv_id=str(doc["id"]) if doc.get("id") is not None else None,
+                prompt=doc.get("prompt"),
+                truth=doc.get("y_true"),
+                completion=_completion(sample) if task == GEN_TASK else None,
+                metrics=metrics,
+            ))
+    if not documents:
+        raise ValueError("no samples in the file")
+    if expected is not None and len(documents) != expected:
+        raise ValueError(f"{len(documents)} samples but the results file reports {expected}; "
+                         "partial file?")
+    documents.sort(key=lambda d: d.doc_id)
+    return documents
+
+
+def _load_results(path: Path) -> dict:
+    """The results JSON, or ValueError saying why it is not one of ours."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except ValueError as err:
+        raise ValueError(f"not valid JSON ({err})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("results"), dict) \
+            or not isinstance(results.get("config"), dict):
+        raise ValueError("not an lm-eval results file (no 'results'/'config')")  # noqa: TRY004
+    if not any(task in results["results"] for task in TASKS):
+        tasks = ", ".join(sorted(results["results"])) or "none"
+        raise ValueError(f"holds no hepth_completion subtask (tasks: {tasks})")
+    return results
+
+
+def scan(runs_dir: Path) -> RunsScan:
+    """Every usable run under `runs_dir` (any depth) and every file left out, with why."""
+    runs_dir = Path(runs_dir)
+    runs: list[Run] = []
+    skips: list[Skip] = []
+    if not runs_dir.is_dir():
+        return RunsScan(runs, skips)
+
+    from tqdm import tqdm
+
+    files = sorted(p for p in runs_dir.rglob("*") if p.is_file())
+    results_files = [p for p in files
+                     if p.name.startswith(RESULTS_PREFIX) and p.name.endswith(".json")]
+    claimed: set[Path] = set()
+    # A full test split is 15,808 samples per subtask and run: show progress on a terminal.
+    for path in tqdm(results_files, desc="reading runs", unit="run", disable=None, leave=False):
+        name = path.name
+        rel = path.relative_to(runs_dir).as_posix()
+        claimed.add(path)
+        date_id = _date_id(name, RESULTS_PREFIX, ".json")
+        try:
+            results = _load_results(path)
+        except ValueError as err:
+            skips.append(Skip(rel, str(err)))
+            continue
+        run = Run(
+            run_id=rel[: -len(".json")],
+            identity=identify(results["config"], results),
+            started=_started(results, date_id),
+            settings=_settings(results),
+            aggregates=_aggregates(results),
+        )
+        for task in TASKS:
+            if task not in results["results"]:
+                continue
+            samples_path = path.with_name(f"{SAMPLES_PREFIX}{task}_{date_id}.jsonl")
+            if not samples_path.is_file():
+                run.notes.append(f"{task}: no samples file (run without --log_samples?); "
+                                 "lm-eval's aggregates shown, no bootstrap")
+                continue
+            claimed.add(samples_path)
+            try:
+                run.samples[task] = read_samples(samples_path, task,
+                                                 _expected_count(results, task))
+            except (ValueError, OSError, UnicodeDecodeError) as err:
+                skips.append(Skip(samples_path.relative_to(runs_dir).as_posix(), str(err)))
+                run.notes.append(f"{task}: samples file skipped; lm-eval's aggregates shown")
+        runs.append(run)
+
+    for path in files:
+        if path in claimed or path.name.startswith("."):
+            continue
+        rel = path.relative_to(runs_dir).as_posix()
+        if path.name.startswith(SAMPLES_PREFIX) and path.name.endswith(".jsonl"):
+            task, date_id = _samples_parts(path.name)
+            if task not in TASKS:
+                reason = f"samples of another task ({task})"
+            else:
+                reason = f"no results_{date_id}.json beside it"
+        else:
+            reason = "not an lm-eval output file"
+        skips.append(Skip(rel, reason))
+    return RunsScan(runs, skips)

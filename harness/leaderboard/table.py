@@ -1,0 +1,233 @@
+"""Leaderboard rows: per-run statistics of the per-document values, and the reported figures.
+
+A measured row's perplexity is the arithmetic mean of the samples' `ppl_token` values with the
+harness's percentile bootstrap (harness.stats.bootstrap_mean, the reference study's settings);
+the corpus-level figure beside it is lm-eval's `word_perplexity` aggregate. Reported rows come
+from reported.yaml and never enter a measured row's numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.errors import FeynTuneError
+from harness.leaderboard.identity import LORA_ALL, LORA_QKV
+from harness.leaderboard.runs import GEN_TASK, PPL_TASK, Run
+from harness.stats import bootstrap_mean
+
+REPORTED_FILE = Path(__file__).with_name("reported.yaml")
+MEASURED = "measured"
+REPORTED = "reported"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    digits: int | None = None   # decimals shown in md/html; None: text or integer
+    percent: bool = False
+    note: str = ""              # what the column holds (html tooltip, md legend)
+
+
+# Every column of leaderboard.csv and index.html, in order.
+COLUMNS = [
+    Column("model", "Model"),
+    Column("source", "Source", note="measured here, or reported by the reference study"),
+    Column("base_model", "Base model"),
+    Column("adapter", "Adapter"),
+    Column("mix", "Data mix"),
+    Column("lora", "LoRA"),
+    Column("provider", "Provider"),
+    Column("documents", "Docs", note="documents evaluated"),
+    Column("ppl_token_mean", "PPL", 2,
+           note="token perplexity: arithmetic mean over abstracts of exp(mean token loss)"),
+    Column("ppl_token_boot_std", "PPL sd", 3, note="bootstrap standard deviation of the mean"),
+    Column("ppl_token_ci_low", "PPL 95% low", 2, note="bootstrap 95% percentile interval"),
+    Column("ppl_token_ci_high", "PPL 95% high", 2, note="bootstrap 95% percentile interval"),
+    Column("ppl_token_boot_mean", "PPL boot mean", 2, note="mean of the bootstrap distribution"),
+    Column("word_perplexity_corpus", "Corpus word PPL", 2,
+           note="lm-eval's corpus-level word perplexity (exp of total loss per word)"),
+    Column("ppl_word_mean", "Word PPL", 2, note="arithmetic mean of per-abstract word perplexity"),
+    Column("semscore_mean", "SemScore", 3,
+           note="cosine similarity of completion and true continuation (all-mpnet-base-v2)"),
+    Column("semscore_min", "SemScore min", 3),
+    Column("semscore_full_mean", "SemScore-full", 3,
+           note="full abstract against prompt + completion (the reference code's variant)"),
+    Column("word_entropy_mean", "exp(word entropy)", 1,
+           note="mean exp of the Shannon entropy of the completion's word frequencies"),
+    Column("metadata_leak_rate", "Metadata leak", 1, percent=True,
+           note="share of completions with fake arXiv metadata"),
+    Column("repetition_mean", "Repetition", 3),
+    Column("completion_words_mean", "Completion words", 1),
+    Column("human_mean", "Human", 2, note="human rating, 1-10"),
+    Column("human_n", "Ratings"),
+    Column("date", "Date (UTC)"),
+    Column("temperature", "Temp", 2),
+    Column("max_tokens", "Max tokens"),
+    Column("limit", "Limit"),
+    Column("run", "Run"),
+]
+COLUMN_KEYS = [c.key for c in COLUMNS]
+_GEN_MEANS = {
+    "semscore_mean": "semscore",
+    "semscore_full_mean": "semscore_full",
+    "word_entropy_mean": "word_entropy",
+    "metadata_leak_rate": "metadata_leak",
+    "repetition_mean": "repetition",
+    "completion_words_mean": "completion_words",
+}
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _ppl_stats(run: Run, row: dict) -> None:
+    docs = run.samples.get(PPL_TASK)
+    aggregates = run.aggregates.get(PPL_TASK, {})
+    row["word_perplexity_corpus"] = aggregates.get("word_perplexity")
+    if not docs:
+        row["ppl_token_mean"] = aggregates.get("ppl_token")
+        row["ppl_word_mean"] = aggregates.get("ppl_word")
+        return
+    values = [d.metrics["ppl_token"] for d in docs]
+    row["ppl_word_mean"] = _mean([d.metrics["ppl_word"] for d in docs])
+    bad = sum(1 for v in values if not math.isfinite(v))
+    if bad:
+        # An unscorable abstract makes the mean infinite; say so instead of averaging it away.
+        row["ppl_token_mean"] = math.inf
+        run.notes.append(f"{PPL_TASK}: {bad} of {len(values)} documents have a non-finite "
+                         "ppl_token; no bootstrap")
+        return
+    boot = bootstrap_mean(values)
+    row.update(
+        ppl_token_mean=boot.mean,
+        ppl_token_boot_mean=boot.boot_mean,
+        ppl_token_boot_std=boot.boot_std,
+        ppl_token_ci_low=boot.ci_low,
+        ppl_token_ci_high=boot.ci_high,
+    )
+
+
+def _gen_stats(run: Run, row: dict) -> None:
+    docs = run.samples.get(GEN_TASK)
+    aggregates = run.aggregates.get(GEN_TASK, {})
+    for column, metric in _GEN_MEANS.items():
+        if docs:
+            row[column] = _mean([d.metrics[metric] for d in docs])
+        else:
+            row[column] = aggregates.get(metric)
+    if docs:
+        row["semscore_min"] = min(d.metrics["semscore"] for d in docs)
+
+
+def measured_row(run: Run, label: str, human: dict | None) -> dict:
+    ident = run.identity
+    row = dict.fromkeys(COLUMN_KEYS)
+    doc_ids = {d.doc_id for docs in run.samples.values() for d in docs}
+    row.update(
+        model=label,
+        source=MEASURED,
+        base_model=ident.base,
+        adapter=ident.adapter,
+        mix=ident.mix,
+        lora=ident.lora,
+        provider=f"{ident.provider}/{ident.model}" if ident.is_api else None,
+        documents=len(doc_ids) if doc_ids else None,
+        date=run.date_label,
+        temperature=run.settings.get("temperature") if GEN_TASK in run.aggregates else None,
+        max_tokens=run.settings.get("max_gen_toks") if GEN_TASK in run.aggregates else None,
+        limit=run.settings.get("limit"),
+        run=run.run_id,
+    )
+    for key in ("max_tokens", "limit"):  # lm-eval records both as floats (8.0, 3.0)
+        if isinstance(row[key], float) and row[key].is_integer():
+            row[key] = int(row[key])
+    _ppl_stats(run, row)
+    _gen_stats(run, row)
+    if human:
+        row["human_mean"] = human.get("mean")
+        row["human_n"] = human.get("n")
+    return row
+
+
+def run_labels(runs: list[Run]) -> dict[str, str]:
+    """Each run's model label; runs of one model are told apart by their date."""
+    counts: dict[tuple, int] = {}
+    for run in runs:
+        counts[run.identity.key] = counts.get(run.identity.key, 0) + 1
+    labels = {}
+    for run in runs:
+        label = run.identity.label
+        if counts[run.identity.key] > 1:
+            label = f"{label} ({run.date_label})"
+        labels[run.run_id] = label
+    # Two runs of one model started in the same second: fall back to the run path.
+    seen: dict[str, int] = {}
+    for label in labels.values():
+        seen[label] = seen.get(label, 0) + 1
+    return {rid: (f"{lab} [{rid}]" if seen[lab] > 1 else lab) for rid, lab in labels.items()}
+
+
+def load_reported(path: Path = REPORTED_FILE) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise FeynTuneError(f"cannot read the reported figures {path}: {err}") from None
+    if not isinstance(data, dict) or "perplexity" not in data:
+        raise FeynTuneError(f"{path} holds no 'perplexity' figures")
+    return data
+
+
+def reported_rows(reported: dict) -> list[dict]:
+    """The reference study's published figures, one row per model it named."""
+    base = reported.get("base_model", "meta-llama/Llama-3.1-8B")
+    short = base.rsplit("/", 1)[-1]
+    human = (reported.get("human") or {}).get("scores", {})
+    human_n = None  # the study gives means only, not the number of ratings per model
+    rows = []
+
+    def add(label, ppl=None, human_score=None, **ident):
+        row = dict.fromkeys(COLUMN_KEYS)
+        row.update(model=label, source=REPORTED, ppl_token_mean=ppl, human_mean=human_score,
+                   human_n=human_n, **ident)
+        rows.append(row)
+
+    ppl = reported["perplexity"]
+    add(short, ppl.get("base"), human.get("base"), base_model=base)
+    for key, variant in (("lora_all", LORA_ALL), ("lora_qkv", LORA_QKV)):
+        for mix, value in (ppl.get(key) or {}).items():
+            add(f"{short} + {variant} {mix}", value, None, base_model=base, mix=str(mix),
+                lora=variant)
+        if key in human:
+            add(f"{short} + {variant} (mix not stated)", None, human[key], base_model=base,
+                lora=variant)
+    for name, score in human.items():
+        if name not in {"base", "lora_all", "lora_qkv"}:
+            add(name, None, score, provider=name)
+    return rows
+
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """By perplexity; rows without one (API models) after, by name; ties by date and run."""
+    def key(row):
+        ppl = row.get("ppl_token_mean")
+        has_ppl = ppl is not None and not (isinstance(ppl, float) and math.isnan(ppl))
+        return (0 if has_ppl else 1, ppl if has_ppl else 0.0, row["model"],
+                row.get("date") or "", row.get("run") or "")
+    return sorted(rows, key=key)
+
+
+def build_rows(runs: list[Run], reported: dict, human: dict) -> tuple[list[dict], list[dict]]:
+    """(measured rows, reported rows), each sorted; `human` maps run id or label to ratings."""
+    labels = run_labels(runs)
+    measured = []
+    for run in runs:
+        label = labels[run.run_id]
+        ratings = human.get(run.run_id) or human.get(label)
+        measured.append(measured_row(run, label, ratings))
+    return sort_rows(measured), sort_rows(reported_rows(reported))

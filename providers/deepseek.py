@@ -1,0 +1,14 @@
+"""DeepSeek through its OpenAI-compatible endpoint (https://api-docs.deepseek.com)."""
+
+from __future__ import annotations
+
+from providers.openai_provider import OpenAIProvider
+
+
+class DeepSeekProvider(OpenAIProvider):
+    name = "deepseek"
+    key_env = ("DEEPSEEK_API_KEY",)
+    default_base_url = "https://api.deepseek.com"
+    max_tokens_field = "max_tokens"
+    supports_seed = False
+    max_stop_sequences = 16

@@ -1,0 +1,319 @@
+"""Send many requests through one provider: cache first, then a thread pool with rate limits,
+bounded retries with jittered exponential back-off honouring Retry-After, and a clear stop on
+errors that retrying cannot fix. Every provider gets all of this without writing any of it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from harness.errors import FeynTuneError
+from providers import pricing
+from providers.base import (
+    Completion,
+    DocumentError,
+    FatalError,
+    GenerationSettings,
+    Provider,
+    TransientError,
+    Usage,
+)
+from providers.cache import CompletionCache, cache_key
+from providers.instruction import CURRENT, Instruction
+from providers.limits import RateLimiter
+
+log = logging.getLogger("feyntune.providers")
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    settings: GenerationSettings = GenerationSettings()
+    sample_index: int = 0  # the k-th request with this very prompt and settings
+    label: str = ""  # where it came from, for error reports (e.g. "hepth_completion_gen doc 7")
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """Concurrency, rate limits and retry bounds (model_args of the lm-eval model)."""
+
+    num_concurrent: int = 8
+    rpm: float | None = None  # requests per minute, None = no client-side limit
+    tpm: float | None = None  # tokens per minute (input estimate + max_tokens, then settled)
+    max_retries: int = 6  # retries of one request after its first attempt
+    max_retry_seconds: float = 600.0  # no retry starts later than this after the first attempt
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    max_consecutive_failures: int = 10  # that many requests in a row failing = service down
+
+    def __post_init__(self) -> None:
+        if self.num_concurrent < 1:
+            raise FeynTuneError(f"num_concurrent must be >= 1, got {self.num_concurrent}")
+        if self.max_retries < 0:
+            raise FeynTuneError(f"max_retries must be >= 0, got {self.max_retries}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise FeynTuneError(f"{name} must be positive, got {value}")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Equal jitter: between half and all of the exponential step (never zero)."""
+        step = min(self.backoff_max, self.backoff_initial * 2.0 ** attempt)
+        return rng.uniform(step / 2.0, step)
+
+
+@dataclass
+class Outcome:
+    completion: Completion | None = None
+    error: str | None = None
+    kind: str = "ok"  # ok | cached | document_error | failed | stopped
+    attempts: int = 0
+
+
+@dataclass
+class RunReport:
+    provider: dict[str, Any]
+    instruction: dict[str, str]
+    outcomes: list[Outcome]
+    cache_path: str
+    sent: int = 0  # requests that got an answer in this run
+    retries: int = 0
+    wall_s: float = 0.0
+    usage_run: Usage = field(default_factory=Usage)  # what this run paid for
+    usage_all: Usage = field(default_factory=Usage)  # behind all answers, cached ones too
+
+    @property
+    def cached(self) -> int:
+        return sum(o.kind == "cached" for o in self.outcomes)
+
+    def document_errors(self, labels: list[str]) -> list[dict[str, str]]:
+        return [
+            {"request": labels[i], "error": o.error or ""}
+            for i, o in enumerate(self.outcomes)
+            if o.kind == "document_error"
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        ident = self.provider
+        refused = sum(bool(o.completion and o.completion.refused) for o in self.outcomes)
+        return {
+            "requests": len(self.outcomes),
+            "sent": self.sent,
+            "from_cache": self.cached,
+            "retries": self.retries,
+            "document_errors": sum(o.kind == "document_error" for o in self.outcomes),
+            "refused": refused,
+            "wall_s": round(self.wall_s, 3),
+            "usage_this_run": self.usage_run.as_dict(),
+            "usage_all_answers": self.usage_all.as_dict(),
+            "cost_this_run": pricing.estimate(
+                ident["provider"], ident["model"],
+                self.usage_run.input_tokens, self.usage_run.output_tokens,
+            ),
+            "cost_all_answers": pricing.estimate(
+                ident["provider"], ident["model"],
+                self.usage_all.input_tokens, self.usage_all.output_tokens,
+            ),
+            "cache": self.cache_path,
+        }
+
+
+def estimate_tokens(instruction: str, prompt: str, settings: GenerationSettings) -> float:
+    """Before the answer: about 4 characters a token for the input, plus the output allowance."""
+    return (len(instruction) + len(prompt)) / 4.0 + settings.max_tokens
+
+
+class _Run:
+    def __init__(self, provider, instruction, limits, cache, seed):
+        self.provider = provider
+        self.instruction = instruction
+        self.limits = limits
+        self.cache = cache
+        self.limiter = RateLimiter(limits.rpm, limits.tpm)
+        self.stop = threading.Event()
+        self.fatal: str | None = None
+        self.retries = 0
+        self.failures_in_a_row = 0
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+
+    def _jitter(self, attempt: int) -> float:
+        with self._lock:
+            return self.limits.backoff(attempt, self._rng)
+
+    def send(self, request: Request, key: str) -> Outcome:
+        outcome = self._send(request, key)
+        with self._lock:  # counted here, not by the caller, so the next request sees the stop
+            if outcome.kind == "failed":
+                self.failures_in_a_row += 1
+                if self.failures_in_a_row >= self.limits.max_consecutive_failures:
+                    self.fatal = self.fatal or (
+                        f"{self.failures_in_a_row} requests in a row failed after retries; "
+                        f"last: {outcome.error}"
+                    )
+                    self.stop.set()
+            elif outcome.kind in ("ok", "document_error"):
+                self.failures_in_a_row = 0
+        return outcome
+
+    def _send(self, request: Request, key: str) -> Outcome:
+        """One request until it is answered, refused for good, or out of retries."""
+        limits, provider = self.limits, self.provider
+        first = time.monotonic()
+        attempt = 0
+        reserved = estimate_tokens(self.instruction.text, request.prompt, request.settings)
+        while True:
+            if not self.limiter.acquire(reserved, self.stop):
+                return Outcome(kind="stopped", attempts=attempt)
+            try:
+                completion = provider.complete(
+                    self.instruction.text, request.prompt, request.settings
+                )
+            except Exception as exc:  # noqa: BLE001 - every SDK error is classified
+                err = provider.error(exc)
+            else:
+                self.limiter.settle(reserved, completion.input_tokens + completion.output_tokens)
+                self.cache.put(
+                    key, provider.identity(), self.instruction.version, request.settings,
+                    request.prompt, request.sample_index, completion,
+                )
+                return Outcome(completion=completion, attempts=attempt + 1)
+            self.limiter.settle(reserved, 0.0)
+            attempt += 1
+            if isinstance(err, DocumentError):
+                return Outcome(error=str(err), kind="document_error", attempts=attempt)
+            if not isinstance(err, TransientError):
+                with self._lock:
+                    self.fatal = self.fatal or str(err)
+                self.stop.set()
+                return Outcome(error=str(err), kind="stopped", attempts=attempt)
+            delay = self._jitter(attempt - 1)
+            if err.retry_after is not None:
+                delay = max(delay, err.retry_after)
+                if err.status == 429:  # the whole account is limited, not just this request
+                    self.limiter.pause(err.retry_after)
+            elapsed = time.monotonic() - first
+            if attempt > limits.max_retries or elapsed + delay > limits.max_retry_seconds:
+                return Outcome(
+                    error=f"gave up after {attempt} attempts in {elapsed:.1f} s: {err}",
+                    kind="failed", attempts=attempt,
+                )
+            with self._lock:
+                self.retries += 1
+            log.info("%s: retry %d of %s in %.2f s after: %s", provider.name, attempt,
+                     request.label or "a request", delay, err)
+            if self.stop.wait(delay):
+                return Outcome(kind="stopped", attempts=attempt)
+
+
+def run_requests(
+    provider: Provider,
+    requests: list[Request],
+    *,
+    instruction: Instruction = CURRENT,
+    limits: RunLimits = RunLimits(),
+    cache: CompletionCache | None = None,
+    progress: bool = True,
+    seed: int | None = None,
+) -> RunReport:
+    """Answer every request (from the cache where possible) in order, or raise FeynTuneError
+    naming what went wrong; whatever was answered before the error stays cached."""
+    cache = cache or CompletionCache()
+    start = time.perf_counter()
+    identity = provider.identity()
+    keys = [
+        cache_key(identity, instruction.version, r.settings, r.prompt, r.sample_index)
+        for r in requests
+    ]
+    stored = cache.get_many(keys)
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    todo: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key in stored:
+            outcomes[i] = Outcome(completion=stored[key], kind="cached")
+        else:
+            todo.setdefault(key, []).append(i)
+
+    run = _Run(provider, instruction, limits, cache, seed)
+    report = RunReport(
+        provider=provider.describe(), instruction=instruction.as_dict(),
+        outcomes=[], cache_path=str(cache.path),
+    )
+    pool = ThreadPoolExecutor(max_workers=limits.num_concurrent, thread_name_prefix="provider")
+    bar = tqdm(
+        total=len(todo), desc=f"{provider.name}:{provider.model}", unit="req",
+        disable=not progress or not todo,
+    )
+    try:
+        futures: dict[Future, str] = {
+            pool.submit(run.send, requests[idx[0]], key): key for key, idx in todo.items()
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in done:
+                outcome = future.result()
+                for i in todo[futures[future]]:
+                    outcomes[i] = outcome
+                if outcome.kind == "ok":
+                    report.sent += 1
+                    report.usage_run.add(outcome.completion)
+                bar.update(1)
+    except KeyboardInterrupt:
+        run.stop.set()  # requests in flight finish and are cached; nothing new starts
+        raise
+    finally:
+        bar.close()
+        pool.shutdown(wait=not run.stop.is_set(), cancel_futures=True)
+
+    report.retries = run.retries
+    report.wall_s = time.perf_counter() - start
+    report.outcomes = [o or Outcome(kind="stopped") for o in outcomes]
+    for o in report.outcomes:
+        if o.completion is not None:
+            report.usage_all.add(o.completion)
+    answered = sum(o.completion is not None for o in report.outcomes)
+    where = (
+        f"{answered} of {len(requests)} answers are stored in {cache.path}; "
+        "running again sends only the missing requests"
+    )
+    if run.fatal:
+        raise FeynTuneError(f"{provider.name} run stopped: {run.fatal}. {where}")
+    failed = [(requests[i].label or f"request {i}", o.error)
+              for i, o in enumerate(report.outcomes) if o.kind in ("failed", "stopped")]
+    if failed:
+        label, error = failed[0]
+        raise FeynTuneError(
+            f"{len(failed)} {provider.name} request(s) failed after retries "
+            f"(first: {label}: {error}). {where}"
+        )
+    return report
+
+
+def format_summary(summary: dict[str, Any], title: str) -> str:
+    run, every = summary["usage_this_run"], summary["usage_all_answers"]
+    cost_run, cost_all = summary["cost_this_run"], summary["cost_all_answers"]
+
+    def usd(cost: dict[str, Any]) -> str:
+        return f"${cost['usd']:.4f}" if cost.get("usd") is not None else "n/a (no price)"
+
+    lines = [
+        f"{title}: {summary['requests']} requests, {summary['sent']} sent, "
+        f"{summary['from_cache']} from cache, {summary['retries']} retries, "
+        f"{summary['document_errors']} document errors, {summary['refused']} refused, "
+        f"{summary['wall_s']:.1f} s",
+        f"  this run:    {run['input_tokens']} input + {run['output_tokens']} output tokens, "
+        f"cost {usd(cost_run)}",
+        f"  all answers: {every['input_tokens']} input + {every['output_tokens']} output tokens, "
+        f"cost {usd(cost_all)}",
+    ]
+    if cost_all.get("usd") is None:
+        lines.append(f"  {cost_all.get('note')}")
+    return "\n".join(lines)
