@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the tests
 sys.path.insert(0, str(ROOT))
 
-import openai  # noqa: E402
+import openai
 
-from providers.base import GenerationSettings  # noqa: E402
-from providers.cache import CompletionCache  # noqa: E402
-from providers.instruction import CURRENT  # noqa: E402
-from providers.registry import create_provider  # noqa: E402
-from providers.runner import Request, RunLimits, run_requests  # noqa: E402
+from providers.base import GenerationSettings
+from providers.cache import CompletionCache
+from providers.instruction import CURRENT
+from providers.registry import create_provider
+from providers.runner import Request, RunLimits, run_requests
 
 
 @contextlib.contextmanager

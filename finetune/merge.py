@@ -67,7 +67,11 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
         raise FeynTuneError(f"{adapter} holds no PEFT adapter (adapter_config.json is missing)")
     torch_dtype = getattr(torch, dtype)
     tok_source = adapter if (adapter / "tokenizer_config.json").is_file() else base
-    tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FeynTuneError(f"cannot load base model {base!r} (its tokenizer): {first}") from None
 
     print(f"merging {adapter} into {base} ({dtype})", file=sys.stderr)
     unmerged = PeftModel.from_pretrained(_load_base(base, torch_dtype), adapter).eval()

@@ -12,10 +12,10 @@ import gzip
 import hashlib
 import io
 import os
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,23 +53,36 @@ def locate(path: str | os.PathLike) -> SnapshotFile:
     return SnapshotFile(path=path, size_bytes=path.stat().st_size, compression=compression)
 
 
-def sha256_in_background(path: Path) -> Future:
+class BackgroundSha256:
     """Hash the input file on a thread while the main loop parses it.
 
     hashlib releases the GIL on large buffers, so this costs about one extra read of the file
-    (from the page cache) instead of a second pass over the snapshot after the build.
+    (from the page cache) instead of a second pass over the snapshot after the build. The
+    thread is a daemon: a build that fails early does not wait for a 4.5 GB hash.
     """
-    def digest() -> str:
-        sha = hashlib.sha256()
-        with open(path, "rb", buffering=0) as handle:
-            for chunk in iter(lambda: handle.read(8 << 20), b""):
-                sha.update(chunk)
-        return sha.hexdigest()
 
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-    future = executor.submit(digest)
-    executor.shutdown(wait=False)
-    return future
+    def __init__(self, path: Path):
+        self._path = path
+        self._digest: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            sha = hashlib.sha256()
+            with open(self._path, "rb", buffering=0) as handle:
+                for chunk in iter(lambda: handle.read(8 << 20), b""):
+                    sha.update(chunk)
+            self._digest = sha.hexdigest()
+        except OSError as err:
+            self._error = err
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise FeynTuneError(f"cannot hash {self._path}: {self._error}")
+        return self._digest
 
 
 def _zip_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:

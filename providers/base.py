@@ -165,7 +165,7 @@ class Provider:
         else:
             try:
                 err = self.classify(exc)
-            except Exception as inner:  # a classifier bug must not leak the original's key
+            except Exception as inner:  # noqa: BLE001 - a classifier bug must not leak the original's key
                 err = FatalError(f"{type(exc).__name__} (unclassified: {inner!r})")
         err.args = (self.scrub(str(err)),)
         return err

@@ -99,10 +99,13 @@ class CompletionCache:
             instruction_version, json.dumps(settings.as_dict(), sort_keys=True), prompt,
             int(sample_index), json.dumps(completion.as_dict()), time.time(),
         )
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?,?)", row
-            )
+        try:
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO completions VALUES (?,?,?,?,?,?,?,?,?,?)", row
+                )
+        except sqlite3.Error as err:
+            raise FeynTuneError(f"cannot store an answer in {self.path}: {err}") from None
 
     def count(self) -> int:
         with self._lock:

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import httpx
-import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -21,6 +20,15 @@ from providers.base import (
     TransientError,
     classify_http_status,
 )
+
+try:  # newer google-genai sends through httpx2, a fork of httpx with its own exceptions
+    import httpx2
+
+    _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+        httpx.TimeoutException, httpx.TransportError, httpx2.TimeoutException,
+        httpx2.TransportError)
+except ImportError:
+    _NETWORK_ERRORS = (httpx.TimeoutException, httpx.TransportError)
 
 _REFUSED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 
@@ -84,8 +92,7 @@ class GeminiProvider(Provider):
             if isinstance(err, TransientError) and err.retry_after is None:
                 err.retry_after = _retry_delay(exc.details)
             return err
-        if isinstance(exc, (httpx2.TimeoutException, httpx2.TransportError,
-                            httpx.TimeoutException, httpx.TransportError)):
+        if isinstance(exc, _NETWORK_ERRORS):
             return TransientError(f"{type(exc).__name__}: {exc}")
         if isinstance(exc, (json.JSONDecodeError, genai_errors.UnknownApiResponseError)):
             return TransientError(f"malformed reply from gemini: {exc}")

@@ -163,6 +163,16 @@ class ProviderLM(LM):
             "--tasks hepth_completion_gen (not hepth_completion or hepth_completion_ppl)"
         )
 
+    @property
+    def tokenizer_name(self) -> str:
+        return f"provider:{self.provider.name}:{self.provider.model}"
+
+    def apply_chat_template(self, chat_history, add_generation_prompt: bool = True) -> str:
+        raise FeynTuneError(
+            "drop --apply_chat_template: provider models build their chat messages themselves "
+            "(the versioned instruction as system message, the prompt as user message)"
+        )
+
     def get_model_info(self) -> dict[str, Any]:
         return {
             "provider_run": {

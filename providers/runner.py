@@ -19,7 +19,6 @@ from providers import pricing
 from providers.base import (
     Completion,
     DocumentError,
-    FatalError,
     GenerationSettings,
     Provider,
     TransientError,
@@ -35,7 +34,7 @@ log = logging.getLogger("feyntune.providers")
 @dataclass(frozen=True)
 class Request:
     prompt: str
-    settings: GenerationSettings = GenerationSettings()
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
     sample_index: int = 0  # the k-th request with this very prompt and settings
     label: str = ""  # where it came from, for error reports (e.g. "hepth_completion_gen doc 7")
 
@@ -266,8 +265,8 @@ def run_requests(
                     report.sent += 1
                     report.usage_run.add(outcome.completion)
                 bar.update(1)
-    except KeyboardInterrupt:
-        run.stop.set()  # requests in flight finish and are cached; nothing new starts
+    except BaseException:  # Ctrl-C, or the cache failing: nothing new starts, and the
+        run.stop.set()  # requests in flight finish (and are stored) before the process exits
         raise
     finally:
         bar.close()
@@ -305,14 +304,14 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
         return f"${cost['usd']:.4f}" if cost.get("usd") is not None else "n/a (no price)"
 
     lines = [
-        f"{title}: {summary['requests']} requests, {summary['sent']} sent, "
-        f"{summary['from_cache']} from cache, {summary['retries']} retries, "
-        f"{summary['document_errors']} document errors, {summary['refused']} refused, "
-        f"{summary['wall_s']:.1f} s",
-        f"  this run:    {run['input_tokens']} input + {run['output_tokens']} output tokens, "
-        f"cost {usd(cost_run)}",
-        f"  all answers: {every['input_tokens']} input + {every['output_tokens']} output tokens, "
-        f"cost {usd(cost_all)}",
+        (f"{title}: {summary['requests']} requests, {summary['sent']} sent, "
+         f"{summary['from_cache']} from cache, {summary['retries']} retries, "
+         f"{summary['document_errors']} document errors, {summary['refused']} refused, "
+         f"{summary['wall_s']:.1f} s"),
+        (f"  this run:    {run['input_tokens']} input + {run['output_tokens']} output tokens, "
+         f"cost {usd(cost_run)}"),
+        (f"  all answers: {every['input_tokens']} input + {every['output_tokens']} output "
+         f"tokens, cost {usd(cost_all)}"),
     ]
     if cost_all.get("usd") is None:
         lines.append(f"  {cost_all.get('note')}")

@@ -9,9 +9,10 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 def default_answer(prompt: str) -> str:
@@ -38,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         server: FakeServer = self.server.owner  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
@@ -129,11 +130,11 @@ class FakeServer:
         with self._lock:
             return [self.prompt_of(r["body"]) for r in self.requests]
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:  # noqa: PYI034
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._release.set()
         self._httpd.shutdown()
         self._httpd.server_close()

@@ -472,3 +472,17 @@ def test_config_is_data_and_validated(tmp_path):
     del raw["sets"]["s11"], raw["sets"]["s12"]
     bad.write_text(yaml.safe_dump(raw))
     assert curate.load_config(bad).sets == config.sets
+
+
+def test_peek_primary_agrees_with_the_parsed_record(sample_path):
+    for line in sample_lines(sample_path):
+        peeked = curate.peek_primary(line)
+        assert peeked == json.loads(line)["categories"].split()[0]
+    # Uncertain layouts are left to the full parse.
+    assert curate.peek_primary(b'{"categories":"hep-th math.MP"}') == "hep-th"
+    assert curate.peek_primary(b'{"categories": "hep\\u002dth"}') is None
+    assert curate.peek_primary(b'{"categories": null}') is None
+    assert curate.peek_primary(b'{"categories": "cs.LG", "x": {"categories": "hep-th"}}') is None
+    assert curate.peek_primary(b'{"id": "1", "categories": "hep-') is None
+    assert curate.peek_primary(b'{"title": "a \\"categories\\": \\"hep-th\\""}') is None
+

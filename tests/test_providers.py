@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_servers import SERVERS, Fault, FakeOpenAI
+from fake_servers import SERVERS, FakeOpenAI, Fault
 
 from harness.errors import FeynTuneError
 from providers import pricing
@@ -47,7 +47,8 @@ def _provider(name: str, server, **options):
                            timeout=options.pop("timeout", 5.0), **options)
 
 
-def _run(provider, prompts=PROMPTS, limits=FAST, settings=GenerationSettings(), cache=None):
+def _run(provider, prompts=PROMPTS, limits=FAST, settings=None, cache=None):
+    settings = settings or GenerationSettings()
     requests = [Request(p, settings, 0, f"doc {i}") for i, p in enumerate(prompts)]
     return run_requests(provider, requests, limits=limits, cache=cache or CompletionCache(),
                         progress=False)
@@ -259,8 +260,9 @@ def test_tpm_limit_counts_tokens():
         provider = _provider("openai", server)
         settings = GenerationSettings(max_tokens=100)
         start = time.monotonic()
-        # each request reserves ~100 + ~70 tokens; 6000/min = 100/s, bucket 100 tokens
-        _run(provider, prompts, settings=settings, limits=RunLimits(num_concurrent=6, tpm=6000))
+        # each request reserves ~100 + ~90 tokens and is settled to ~55 after its answer;
+        # 12000/min = 200/s in a bucket of 200 tokens: six requests need about 0.7 s
+        _run(provider, prompts, settings=settings, limits=RunLimits(num_concurrent=6, tpm=12000))
         assert time.monotonic() - start >= 0.4
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_servers import SERVERS, Fault, FakeOpenAI
+from fake_servers import SERVERS, FakeOpenAI, Fault
 
 from harness.errors import FeynTuneError
 from providers.instruction import CURRENT
@@ -66,19 +66,31 @@ def _written(out: Path) -> tuple[dict, list[dict]]:
     return results, [json.loads(x) for x in samples_file.read_text().splitlines() if x.strip()]
 
 
+def _files_containing(root: Path, needle: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("provider", sorted(SERVERS))
-def test_feyntune_eval_each_provider(env, docs, provider, capsys):
+def test_feyntune_eval_each_provider(env, docs, provider, capsys, caplog):
+    """Results in lm-eval's format, retried faults that echo the key, and the key nowhere."""
+    _, key = KEYS[provider]
     out = env / "out"
+    caplog.set_level(logging.DEBUG)  # the SDKs' own debug logging included
     with SERVERS[provider](answer=_answer) as server:
+        # errors that echo the key, as real services do: retried, logged, then answered
+        server.inject(Fault(status=500, message=f"upstream failed for key {key}"),
+                      Fault(status=429, message=f"rate limit for {key}",
+                            headers={"retry-after-ms": "10"}))
         assert feyntune_eval(server, provider, docs, out) == 0
         prompts = server.prompts()
-        assert len(prompts) == N_DOCS
+        assert len(prompts) == N_DOCS + 2
+        assert key in " ".join(server.requests[0]["headers"].values())  # sent, as a header
         results, samples = _written(out)
         run = results["config"]["provider_run"]
         assert run["instruction"] == CURRENT.as_dict()
         assert run["provider"] == provider and run["model"] == f"{provider}-fake"
-        assert run["runs"][0]["sent"] == N_DOCS
+        assert run["runs"][0]["sent"] == N_DOCS and run["runs"][0]["retries"] == 2
         assert run["runs"][0]["usage_this_run"]["input_tokens"] > 0
         metrics = {m.split(",")[0] for m in results["results"]["hepth_completion_gen"]}
         assert {"semscore", "semscore_full", "word_entropy", "repetition"} <= metrics
@@ -87,44 +99,34 @@ def test_feyntune_eval_each_provider(env, docs, provider, capsys):
             # the repeated prompt was stripped: only the continuation is scored
             assert sample["resps"] == [["We find that the spectrum is discrete."]]
             assert 0.0 < sample["word_entropy"]
-        assert "3 requests, 3 sent, 0 from cache" in capsys.readouterr().err
+        captured = capsys.readouterr()
+        assert "3 requests, 3 sent, 0 from cache, 2 retries" in captured.err
+        assert "retry 1 of hepth_completion_gen doc" in caplog.text  # retries are logged ...
+        for text in (captured.out, captured.err, caplog.text):
+            assert key not in text  # ... without the key
+        assert _files_containing(env, key) == []  # results, samples, cache: no key
 
         if provider == "openai":  # a re-run is answered by the cache alone
             assert feyntune_eval(server, provider, docs, env / "out2") == 0
-            assert len(server.requests) == N_DOCS
+            assert len(server.requests) == N_DOCS + 2
             assert "3 requests, 0 sent, 3 from cache" in capsys.readouterr().err
             _, again = _written(env / "out2")
             assert [s["resps"] for s in again] == [s["resps"] for s in samples]
 
 
-def _files_containing(root: Path, needle: str) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
-
-
 @pytest.mark.slow
-def test_key_reaches_no_file_log_or_message(env, docs, capsys, caplog):
-    env_name, key = KEYS["openai"]
-    out = env / "out"
+def test_bad_key_stops_feyntune_eval_with_a_scrubbed_message(env, docs, capsys, caplog):
+    _, key = KEYS["openai"]
     caplog.set_level(logging.DEBUG)
-    with FakeOpenAI(answer=_answer) as server:
-        # errors that echo the key, as real services do; retried, then answered
-        server.inject(Fault(status=500, message=f"upstream failed for key {key}"),
-                      Fault(status=429, message=f"rate limit for {key}",
-                            headers={"retry-after-ms": "10"}))
-        assert feyntune_eval(server, "openai", docs, out) == 0
-        sent = {k.lower(): v for k, v in server.requests[0]["headers"].items()}
-        assert sent["authorization"] == f"Bearer {key}"
-        # a bad key stops the run; the message echoing the key is scrubbed
+    with FakeOpenAI() as server:
         server.inject(*[Fault(status=401, message=f"Incorrect API key provided: {key}")] * 8)
-        assert feyntune_eval(server, "openai", docs, env / "out_bad", "--gen_kwargs",
-                             "temperature=0.5") == 2
+        assert feyntune_eval(server, "openai", docs, env / "out") == 2
+        assert len(server.requests) <= 4  # stopped at once, not retried
     captured = capsys.readouterr()
     assert "authentication failed for openai ($OPENAI_API_KEY)" in captured.err
     assert "[REDACTED]" in captured.err
-    assert "retry 1 of hepth_completion_gen doc" in caplog.text  # retries are logged ...
     for text in (captured.out, captured.err, caplog.text):
-        assert key not in text  # ... without the key
-    assert list(env.rglob("cache.sqlite")) and list(out.rglob("samples_*.jsonl"))
+        assert key not in text
     assert _files_containing(env, key) == []
 
 
@@ -198,6 +200,8 @@ def test_glue_rejects_what_it_cannot_do(env):
             lm.loglikelihood_rolling([])
         with pytest.raises(FeynTuneError, match=r"generation kwargs \['top_k'\]"):
             lm.generate_until(_instances(["A."], {"top_k": 5}))
+        with pytest.raises(FeynTuneError, match="drop --apply_chat_template"):
+            lm.apply_chat_template([{"role": "user", "content": "A."}])
         with pytest.raises(FeynTuneError, match=r"unknown model_args .*\['api_key'\]"):
             _lm(server, api_key="sk-oops")
     from providers.lm_eval_model import ProviderLM

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_servers import Fault, FakeOpenAI
+from fake_servers import FakeOpenAI, Fault
 
 import providers
 from harness.errors import FeynTuneError
@@ -20,7 +20,7 @@ KEY = "mistral-SECRET-key-0123456789"
 
 def recipe_code() -> str:
     section = README.read_text().split("## Adding a provider", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 1, "the section shows exactly one code block"
     return blocks[0]
 

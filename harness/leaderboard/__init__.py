@@ -36,11 +36,16 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         raise FeynTuneError(f"--runs {runs_dir} is not a folder")
     scan = runs.scan(runs_dir)
     reported = table.load_reported(reported_file or table.REPORTED_FILE)
+    if ratings is not None and not Path(ratings).is_file():
+        raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
+                            "`feyntune review import`)")
     ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
-    measured_rows, reported_rows = table.build_rows(scan.runs, reported, human.load(ratings_path))
+    rated = human.load(ratings_path)
+    measured_rows, reported_rows = table.build_rows(scan.runs, reported, human.by_key(rated))
     labels = table.run_labels(scan.runs)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]
+    notes += _unmatched_ratings(rated, scan.runs, labels)
     skips = [(skip.path, skip.reason) for skip in scan.skips]
     source = str(reported.get("source", "reference study"))
 
@@ -60,6 +65,20 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         page.to_html(measured_rows, reported_rows, scan.runs, labels, pngs, notes, skips, source),
         encoding="utf-8")
     return Built(out_dir, len(measured_rows), len(reported_rows), list(scan.skips), notes)
+
+
+def _unmatched_ratings(rated: list[dict], runs: list, labels: dict[str, str]) -> list[str]:
+    """Ratings of texts that are no row here (the true continuations, a removed run): say so."""
+    known = {run.run_id for run in runs} | set(labels.values())
+    notes = []
+    for entry in sorted(rated, key=lambda m: (str(m.get("model")), str(m.get("run")))):
+        if entry.get("run") in known or entry.get("model") in known:
+            continue
+        mean = entry.get("mean")
+        shown = f"{mean:.2f}" if isinstance(mean, (int, float)) else "n/a"
+        notes.append(f"human rating of {entry.get('model')!s} (no measured row): {shown} "
+                     f"(n={entry.get('n')})")
+    return notes
 
 
 def _run(args) -> int:

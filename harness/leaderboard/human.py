@@ -17,10 +17,10 @@ FORMAT = "feyntune-human-ratings/1"
 DEFAULT_NAME = "human_ratings.json"
 
 
-def load(path: Path | None) -> dict[str, dict]:
-    """run id / label -> that model's ratings; {} when there is no file."""
+def load(path: Path | None) -> list[dict]:
+    """The rated models of a ratings file; [] when there is no file."""
     if path is None or not Path(path).is_file():
-        return {}
+        return []
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -28,10 +28,13 @@ def load(path: Path | None) -> dict[str, dict]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FeynTuneError(f"{path} is not a FeynTune human-ratings file ({FORMAT}); "
                             "write it with `feyntune review import`")
+    return [m for m in data.get("models", []) if isinstance(m, dict)]
+
+
+def by_key(models: list[dict]) -> dict[str, dict]:
+    """run id / label -> that model's ratings (the run id wins: labels change with dates)."""
     ratings: dict[str, dict] = {}
-    for entry in data.get("models", []):
-        if not isinstance(entry, dict):
-            continue
+    for entry in models:
         for key in (entry.get("run"), entry.get("model")):
             if isinstance(key, str) and key and key not in ratings:
                 ratings[key] = entry

@@ -1,0 +1,82 @@
+"""`feyntune review build|import`: blind human rating of completions, folded into the leaderboard.
+
+    feyntune review build --runs results/runs --n 10 --out review/
+        -> review/review.html (send to raters) and review/key.json (keep it; it names the models)
+    feyntune review import ratings-*.csv --key review/key.json
+        -> results/human_ratings.json, shown by `feyntune leaderboard`
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _build(args) -> int:
+    from harness.review.build import build_review
+
+    page, key, messages = build_review(
+        Path(args.runs), Path(args.out), n=args.n, models=args.models, seed=args.seed,
+        include_truth=args.truth, key_path=Path(args.key) if args.key else None)
+    for message in messages:
+        print(f"feyntune review build: {message}", file=sys.stderr)
+    print(f"review page: {page} (send it to the raters)\n"
+          f"key: {key} (keep it apart: it maps the labels back to the models)")
+    return 0
+
+
+def _import(args) -> int:
+    from harness.errors import FeynTuneError
+    from harness.review import ratings
+
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        raise FeynTuneError(f"no such ratings file: {', '.join(missing)}")
+    key = ratings.load_key(Path(args.key)) if args.key else None
+    result = ratings.import_files([Path(f) for f in args.files], key)
+    for error in result.errors:
+        print(f"feyntune review import: skipped {error}", file=sys.stderr)
+    if not result.ratings:
+        raise FeynTuneError(f"no usable rating in {len(args.files)} file(s); "
+                            f"{len(result.errors)} problem(s) reported above")
+    models = ratings.summarise(result.ratings)
+    ratings.write(models, Path(args.out))
+    print(f"imported {result.rows} rating row(s) from {result.files} file(s), "
+          f"{len(result.errors)} skipped; {len(models)} model(s) -> {args.out}")
+    for model in sorted(models, key=lambda m: m["model"]):
+        mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
+        print(f"  {model['model']}: overall {mean} (n={model['n']}, raters={model['raters']})")
+    return 0
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("review", help="blind human review of completions (build|import)",
+                            description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="review_command", required=True, metavar="build|import")
+
+    build = commands.add_parser(
+        "build", help="write a blind review page and its key",
+        description="Pick N documents that every chosen model completed and write one "
+        "self-contained page showing each prompt with the completions under neutral labels "
+        "in a shuffled order, plus a key file mapping labels to models.")
+    build.add_argument("--runs", default="results/runs", help="lm-eval runs (default: results/runs)")
+    build.add_argument("--n", type=int, default=10, help="documents to rate (default: 10)")
+    build.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                       help="leaderboard labels or run paths (default: every run with completions)")
+    build.add_argument("--seed", type=int, default=42, help="choice and order seed (default: 42)")
+    build.add_argument("--no-truth", dest="truth", action="store_false",
+                       help="leave the true continuation out (by default it is one hidden text)")
+    build.add_argument("--out", default="review", help="output folder (default: review)")
+    build.add_argument("--key", default=None, help="key file (default: OUT/key.json)")
+    build.set_defaults(func=_build)
+
+    imp = commands.add_parser(
+        "import", help="read raters' CSV files into human scores for the leaderboard",
+        description="Map the labels of exported ratings back with the key and write per-model "
+        "human scores (mean, count, per criterion). The reference study's CSV layout "
+        "(paper, model, rater, score, source, category) is read as well.")
+    imp.add_argument("files", nargs="+", metavar="RATINGS.csv")
+    imp.add_argument("--key", default=None, help="key.json of the review (needed for page exports)")
+    imp.add_argument("--out", default="results/human_ratings.json",
+                     help="ratings file the leaderboard reads (default: results/human_ratings.json)")
+    imp.set_defaults(func=_import)

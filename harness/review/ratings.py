@@ -1,0 +1,215 @@
+"""`feyntune review import`: raters' CSV files -> human scores per model for the leaderboard.
+
+Two layouts are read: the CSV the review page exports (review, rater, document, label and one
+column per criterion; labels are mapped back with the key file) and the reference study's
+spreadsheet (paper, model, rater, score, source, category; one overall score per row, the model
+named directly). A row that cannot be used -- an unknown label or document, a score outside
+1-10, a second rating of the same text by the same rater -- is reported with its file and line,
+and the other rows are imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+from harness.leaderboard import human
+from harness.review.build import KEY_FORMAT
+from harness.review.criteria import (
+    CRITERION_KEYS,
+    MAX_SCORE,
+    MIN_SCORE,
+    OVERALL,
+    RATINGS_COLUMNS,
+    REFERENCE_COLUMNS,
+)
+
+
+@dataclass
+class Rating:
+    run: str | None
+    model: str
+    rater: str
+    document: str
+    scores: dict[str, float]
+
+
+@dataclass
+class ImportResult:
+    ratings: list[Rating] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)   # "file:line: why"
+    files: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.ratings)
+
+
+def load_key(path: Path) -> dict:
+    try:
+        key = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FeynTuneError(f"cannot read the review key {path}: {err}") from None
+    if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
+        raise FeynTuneError(f"{path} is not a review key written by `feyntune review build`")
+    return key
+
+
+def _score(text: str, integer: bool) -> float:
+    """A score in [MIN_SCORE, MAX_SCORE]; ValueError saying why not."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"score {text!r} is not a number") from None
+    if not math.isfinite(value) or not MIN_SCORE <= value <= MAX_SCORE:
+        raise ValueError(f"score {text} is outside {MIN_SCORE}-{MAX_SCORE}")
+    if integer and not value.is_integer():
+        raise ValueError(f"score {text} is not a whole number")
+    return value
+
+
+def _read(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip().lower() for h in next(reader, [])]
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            # csv counts physical lines; a quoted cell can span several.
+            rows.append((reader.line_num, dict(zip(header, (c.strip() for c in row)))))
+    return header, rows
+
+
+class _Importer:
+    def __init__(self, key: dict | None):
+        self.key = key
+        self.result = ImportResult()
+        self.seen: dict[tuple, str] = {}
+        self.models_by_name: dict[str, dict] = {}
+        if key:
+            for model in key.get("models", []):
+                self.models_by_name[model["model"]] = model
+                self.models_by_name[model["run"]] = model
+            self.documents = {str(d["document"]): d["labels"] for d in key.get("documents", [])}
+
+    def error(self, where: str, why: str) -> None:
+        self.result.errors.append(f"{where}: {why}")
+
+    def _once(self, identity: tuple, where: str, what: str) -> bool:
+        if identity in self.seen:
+            self.error(where, f"{what} already rated at {self.seen[identity]}; row left out")
+            return False
+        self.seen[identity] = where
+        return True
+
+    def page_row(self, where: str, row: dict) -> None:
+        if self.key is None:
+            raise FeynTuneError("ratings exported by the review page need --key (the key.json "
+                                "that `feyntune review build` wrote beside the page)")
+        if row.get("review") != self.key["review"]:
+            self.error(where, f"from review {row.get('review')!r}, but the key is for review "
+                              f"{self.key['review']!r}")
+            return
+        rater, document, label = row.get("rater", ""), row.get("document", ""), row.get("label", "")
+        if not rater:
+            return self.error(where, "no rater name")
+        labels = self.documents.get(document)
+        if labels is None:
+            return self.error(where, f"unknown document {document!r}")
+        if label not in labels:
+            return self.error(where, f"unknown label {label!r} for document {document} "
+                                     f"(labels: {', '.join(sorted(labels))})")
+        scores = {}
+        for criterion in CRITERION_KEYS:
+            text = row.get(criterion, "")
+            if text:
+                try:
+                    scores[criterion] = _score(text, integer=True)
+                except ValueError as err:
+                    return self.error(where, f"{criterion}: {err}; row left out")
+        if not scores:
+            return self.error(where, "no score in the row")
+        if not self._once((rater, document, label), where,
+                          f"document {document} text {label} by rater {rater!r}"):
+            return
+        target = labels[label]
+        self.result.ratings.append(Rating(target.get("run"), target["model"], rater, document,
+                                          scores))
+
+    def reference_row(self, where: str, row: dict) -> None:
+        paper, model, rater = row.get("paper", ""), row.get("model", ""), row.get("rater", "")
+        missing = [name for name, value in (("paper", paper), ("model", model), ("rater", rater))
+                   if not value]
+        if missing:
+            return self.error(where, f"empty {', '.join(missing)}")
+        try:
+            score = _score(row.get("score", ""), integer=False)
+        except ValueError as err:
+            return self.error(where, f"{err}; row left out")
+        if not self._once(("reference", paper, model, rater), where,
+                          f"paper {paper} model {model!r} by rater {rater!r}"):
+            return
+        known = self.models_by_name.get(model)
+        self.result.ratings.append(Rating(known["run"] if known else None,
+                                          known["model"] if known else model, rater, paper,
+                                          {OVERALL: score}))
+
+    def read_file(self, path: Path) -> None:
+        try:
+            header, rows = _read(path)
+        except (OSError, UnicodeDecodeError, csv.Error) as err:
+            self.error(str(path), f"cannot read ({err}); file left out")
+            return
+        if set(RATINGS_COLUMNS[:4]) <= set(header):
+            handle = self.page_row
+        elif set(REFERENCE_COLUMNS[:4]) <= set(header):
+            handle = self.reference_row
+        else:
+            self.error(str(path), f"unknown layout (header: {', '.join(header) or 'none'}); "
+                                  f"expected {','.join(RATINGS_COLUMNS)} or "
+                                  f"{','.join(REFERENCE_COLUMNS)}; file left out")
+            return
+        self.result.files += 1
+        for line, row in rows:
+            handle(f"{path}:{line}", row)
+
+
+def import_files(files: list[Path], key: dict | None) -> ImportResult:
+    importer = _Importer(key)
+    for path in files:
+        importer.read_file(Path(path))
+    return importer.result
+
+
+def summarise(ratings: list[Rating]) -> list[dict]:
+    """Per model: mean overall score and count, per-criterion means, raters, documents."""
+    groups: dict[tuple, list[Rating]] = {}
+    for rating in ratings:
+        groups.setdefault((rating.run, rating.model), []).append(rating)
+    models = []
+    for (run, model), items in groups.items():
+        criteria = {}
+        for criterion in CRITERION_KEYS:
+            values = [r.scores[criterion] for r in items if criterion in r.scores]
+            if values:
+                criteria[criterion] = math.fsum(values) / len(values)
+        overall = [r.scores[OVERALL] for r in items if OVERALL in r.scores]
+        models.append({
+            "run": run,
+            "model": model,
+            "mean": math.fsum(overall) / len(overall) if overall else None,
+            "n": len(overall),
+            "raters": len({r.rater for r in items}),
+            "documents": len({r.document for r in items}),
+            "criteria": criteria,
+        })
+    return models
+
+
+def write(models: list[dict], out: Path) -> None:
+    human.save(out, models)
