@@ -4,7 +4,7 @@ Floor: the same model (SmolLM2 asset, float32, CPU) scoring the same real hep-th
 itself: BOS + tokens, length-sorted, padded batches of the same size, one forward pass per batch.
 Both sides include loading the model from disk; imports are warmed first. Target: <= 1.3x.
 
-    .venv/bin/python bench/eval_ppl.py [--n 64] [--batch-size 8] [--repeats 2]
+    .venv/bin/python bench/eval_ppl.py [--n 32] [--batch-size 8] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def hepth_records(n: int) -> list[dict]:
     from harness.abstracts import clean_abstract, is_withdrawn, primary_category
 
     out = []
-    for line in open(SAMPLE, encoding="utf-8"):
+    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         if primary_category(r["categories"]) == "hep-th" and not is_withdrawn(r.get("comments"), r["abstract"]):
             out.append({"id": r["id"], "abstract": clean_abstract(r["abstract"])})
@@ -80,7 +80,7 @@ def through_lm_eval(model_dir: Path, docs: Path, out: Path, batch_size: int) -> 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="best of this many runs of each side")
     args = ap.parse_args()

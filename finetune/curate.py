@@ -6,7 +6,9 @@ Pipeline (DESIGN.md section 2; the rules themselves live in harness/abstracts.py
 2. down-sample cs to 200,000 records (seed 42);
 3. split every category with datasets.Dataset.train_test_split, 70 / 15 / 15, seed 42;
 4. compose each mix split by split as `finetune/sets.yaml` describes, shuffled with seed 42;
-5. write `<out>/<set>/{train,validation,test}.jsonl` and `<out>/manifest.json` atomically.
+5. write `<out>/<set>/{train,validation,test}.jsonl` and `<out>/manifest.json` atomically;
+with `--fresh-after DATE`, hep-th records first versioned after DATE leave every split (after
+step 3, so the rest keep their splits) for `<out>/hepth-fresh/test.jsonl` (issue 9).
 
 Splits and shuffles only ever permute row positions, and datasets draws those permutations from
 `np.random.default_rng(seed)` and the row count alone. So they are computed on a one-column
@@ -16,6 +18,7 @@ reference calling the same methods on full datasets, without copying the records
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -32,7 +35,7 @@ import orjson
 import yaml
 
 from finetune import snapshot as snapshot_io
-from harness import __version__
+from harness import __version__, freshness
 from harness.abstracts import (
     CONTROL_IDS,
     clean_abstract,
@@ -438,6 +441,46 @@ def compose(config: CurationConfig, name: str, resolve, seed: int) -> Mix:
     return mix
 
 
+# ----------------------------------------------------------------------------- fresh split
+FRESH_DIR = "hepth-fresh"
+FRESH_CATEGORY = "hep-th"
+
+
+@dataclass
+class FreshSplit:
+    rows: np.ndarray              # record rows of hepth-fresh/test.jsonl, in output order
+    manifest: dict[str, Any]
+
+
+def move_fresh(collection: Collection, category_rows: dict[str, dict[str, np.ndarray]],
+               cut: dt.date, seed: int) -> FreshSplit:
+    """Take the hep-th records first versioned after `cut` out of the hep-th splits (in place,
+    keeping the order of the rest) and return them, shuffled with `seed` like every split."""
+    candidates = np.asarray(collection.by_category[FRESH_CATEGORY], dtype=np.int64)
+    # The kept lines are the cleaned records; their date fields are untouched by cleaning.
+    records = (orjson.loads(collection.lines[row]) for row in candidates.tolist())
+    flags, tally = freshness.select_fresh(records, cut)
+    fresh_rows = candidates[np.asarray(flags, dtype=bool)] if len(candidates) else candidates
+    is_fresh = np.zeros(len(collection.lines), dtype=bool)
+    is_fresh[fresh_rows] = True
+    moved = {}
+    splits = category_rows[FRESH_CATEGORY]
+    for split in SPLITS:
+        rows = splits[split]
+        keep = ~is_fresh[rows]
+        moved[split] = int(len(rows) - keep.sum())
+        splits[split] = rows[keep]
+    manifest = {
+        "path": f"{FRESH_DIR}/test.jsonl",
+        "category": FRESH_CATEGORY,
+        **tally.as_dict(),
+        "records": int(len(fresh_rows)),
+        "moved_from": moved,
+        "order": f"shuffled with seed {seed}",
+    }
+    return FreshSplit(rows=shuffle_rows(fresh_rows, seed), manifest=manifest)
+
+
 # ----------------------------------------------------------------------------- the build
 @dataclass
 class BuildResult:
@@ -473,9 +516,19 @@ def _set_counts(rows: np.ndarray, codes: np.ndarray, categories: list[str]) -> d
 
 def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] | None = None,
           seed: int | None = None, config: CurationConfig | None = None,
-          progress: bool | None = None) -> BuildResult:
+          progress: bool | None = None, fresh_after: str | dt.date | None = None) -> BuildResult:
+    """Curate the snapshot into `out`.
+
+    With `fresh_after` (a date), hep-th records first versioned later than it are MOVED out of
+    the hep-th train/validation/test splits -- so out of every split of every set, the
+    composed mixes being built from those splits -- into `<out>/hepth-fresh/test.jsonl`
+    (harness/freshness.py says how dates are read). Every other record keeps the split it has
+    without the option, since the splits are drawn before the move. Out of validation and test
+    too: the fresh and the standard figures are then measured on disjoint documents.
+    """
     config = config or load_config()
     seed = config.seed if seed is None else int(seed)
+    cut = freshness.parse_cut(fresh_after) if fresh_after is not None else None
     names = list(config.sets) if not sets else list(dict.fromkeys(sets))
     unknown = [name for name in names if name not in config.sets]
     if unknown:
@@ -504,6 +557,7 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
             rows = downsample_rows(rows, limit, seed)
         category_rows[category] = split_rows(rows, seed, config.train_size,
                                              config.validation_test_size)
+    fresh = None if cut is None else move_fresh(collection, category_rows, cut, seed)
 
     mixes: dict[str, Mix] = {}
 
@@ -544,6 +598,8 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
             for name in names
         },
     }
+    if fresh is not None:
+        manifest["fresh"] = {**fresh.manifest, "excluded_from_sets": names}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -554,6 +610,10 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
             for split in SPLITS:
                 with open(tmp / name / f"{split}.jsonl", "wb", buffering=1 << 20) as handle:
                     handle.writelines(map(lines.__getitem__, mixes[name].rows[split].tolist()))
+        if fresh is not None:
+            (tmp / FRESH_DIR).mkdir()
+            with open(tmp / FRESH_DIR / "test.jsonl", "wb", buffering=1 << 20) as handle:
+                handle.writelines(map(lines.__getitem__, fresh.rows.tolist()))
         manifest["input"]["sha256"] = digest.result()
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         _swap_in(tmp, out)
@@ -583,6 +643,20 @@ def summary(result: BuildResult) -> str:
         for short in info["shortfalls"]:
             lines.append(f"      short: {short['split']} wanted {short['requested']:,} "
                          f"{short['part']}, only {short['taken']:,} exist")
+    if "fresh" in manifest:
+        fresh = manifest["fresh"]
+        moved = fresh["moved_from"]
+        lines.append(f"fresh: {fresh['records']:,} hep-th records first versioned after "
+                     f"{fresh['after']} -> {fresh['path']} (moved out of train {moved['train']:,}, "
+                     f"validation {moved['validation']:,}, test {moved['test']:,} of every set)")
+        verdicts = fresh["verdicts"]
+        lines.append(f"       of {sum(verdicts.values()):,} hep-th records: "
+                     f"{verdicts['ambiguous_month']:,} in the cut's month known only by id month "
+                     f"(kept, not fresh), {verdicts['unparseable']:,} with no parseable date (kept, "
+                     "not fresh)")
+        if not fresh["records"]:
+            lines.append("       no record is fresh: hepth-fresh/test.jsonl is empty; choose an "
+                         "earlier --fresh-after or a newer snapshot")
     lines.append(f"wrote {result.out} (manifest.json, sha256 {manifest['input']['sha256'][:12]}…)")
     return "\n".join(lines)
 
@@ -592,7 +666,7 @@ def _build_command(args) -> int:
     config = load_config(args.config)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()] if args.sets else None
     result = build(args.snapshot, args.out, sets=sets, seed=args.seed, config=config,
-                   progress=False if args.no_progress else None)
+                   progress=False if args.no_progress else None, fresh_after=args.fresh_after)
     print(summary(result))
     return 0
 
@@ -617,6 +691,11 @@ def register(sub) -> None:
     build_parser.add_argument("--config", type=Path, default=None,
                               help=f"set definitions (default: {DEFAULT_CONFIG.name} shipped "
                               "with feyntune)")
+    build_parser.add_argument("--fresh-after", default=None, metavar="YYYY-MM-DD",
+                              help="also write <out>/hepth-fresh/test.jsonl: the hep-th records "
+                              "first versioned after this date (YYYY-MM: after that month), "
+                              "moved out of every split of every set, for contamination-free "
+                              "evaluation (task hepth_completion_fresh)")
     build_parser.add_argument("--no-progress", action="store_true",
                               help="no progress bar (it is shown on a terminal by default)")
     build_parser.set_defaults(func=_build_command)

@@ -3,6 +3,11 @@
     feyntune eval --model hf --model_args pretrained=meta-llama/Llama-3.1-8B,peft=ADAPTER \\
         --tasks hepth_completion --output_path results/runs
 
+or, on a GPU with vLLM (the adapter must be a local folder; max_lora_rank >= its rank):
+
+    feyntune eval --model vllm --tasks hepth_completion --batch_size auto \
+        --model_args pretrained=meta-llama/Llama-3.1-8B,lora_local_path=ADAPTER_DIR,max_lora_rank=8
+
 takes every argument of `lm_eval` (see `lm_eval run --help`), and
 - adds the task folder tasks/hepth_completion to --include_path (beside any path given),
 - registers the project's model classes (`--model provider`, from providers/lm_eval_model.py),
@@ -154,6 +159,8 @@ def _cmd_eval(args) -> int:
     if code != 0 or argv[0] != "run" or "-h" in argv or "--help" in argv:
         return code
     output = _option(argv, "--output_path") or _option(argv, "-o")
+    if output and output.endswith(".json"):  # lm-eval accepts a results file name too
+        output = str(Path(output).parent)
     samples = written_samples(output, started) if output else []
     if not samples:
         print("feyntune eval: no hepth_completion samples were written; nothing to bootstrap",

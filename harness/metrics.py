@@ -21,8 +21,8 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -174,8 +174,8 @@ def _load_sentence_transformer(name: str):
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(name, device="cpu" if not _cuda() else None)
-    except Exception as err:  # noqa: BLE001 -- any load failure becomes one clear message
+        return SentenceTransformer(name)
+    except Exception as err:  # any failure to load (offline, missing, corrupt) gets one message
         if name == DEFAULT_SEMSCORE_MODEL:
             from harness import assets
 
@@ -189,16 +189,15 @@ def _load_sentence_transformer(name: str):
             "`feyntune assets fetch mpnet` for the default offline") from err
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+def get_embedder(model_name: str | None = None) -> Embedder:
+    """The process-wide embedder of a model (loaded once, on first use), keyed by the resolved
+    name so that the default and its explicit spelling share one model."""
+    return _embedder(resolve_semscore_model(model_name))
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model_name: str | None = None) -> Embedder:
-    """The process-wide embedder of a model (loaded once, on first use)."""
-    return Embedder(resolve_semscore_model(model_name))
+def _embedder(resolved_name: str) -> Embedder:
+    return Embedder(resolved_name)
 
 
 def semscores(a_texts: Sequence[str], b_texts: Sequence[str], model_name: str | None = None,
@@ -255,7 +254,7 @@ def _load_tokenizer(name: str, kwargs_items: tuple):
 
     try:
         return AutoTokenizer.from_pretrained(name, **dict(kwargs_items))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise FeynTuneError(f"cannot load the tokenizer {name!r} to count the tokens of ppl_token: {err}") from err
 
 

@@ -10,8 +10,8 @@ need a 1.2 GB index matrix at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 import numpy as np
 

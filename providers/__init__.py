@@ -1,0 +1,15 @@
+"""Commercial LLM providers (OpenAI, Anthropic, Gemini, DeepSeek, any OpenAI-compatible server)
+behind one interface, for the hep-th completion benchmark. See providers/README.md.
+
+    base.py            Provider, GenerationSettings, Completion, the three error kinds
+    registry.py        providers by name; register_provider
+    <name>.py          one file per provider (openai_provider, anthropic_provider, gemini, ...)
+    runner.py          cache first, then threads with rate limits and bounded retries
+    limits.py          requests/tokens-per-minute buckets
+    cache.py           the persistent answer cache under $FEYNTUNE_HOME
+    instruction.py     the versioned instruction; stripping an echoed prompt
+    pricing.py         cost estimate from prices.yaml
+    lm_eval_model.py   `--model provider` for lm-eval
+
+Nothing here imports an SDK until its provider is asked for.
+"""

@@ -60,6 +60,7 @@ class Browser:
         self.events: list[dict] = []
         self.send("Page.enable")
         self.send("Runtime.enable")
+        self.send("DOMStorage.enable")
 
     def _devtools_port(self) -> int:
         """Chromium writes the port it chose into <profile>/DevToolsActivePort."""
@@ -132,6 +133,21 @@ class Browser:
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def local_storage(self) -> dict[str, str]:
+        """The page origin's localStorage as DevTools sees it."""
+        key = self.send("Storage.getStorageKeyForFrame",
+                        frameId=self.send("Page.getFrameTree")["frameTree"]["frame"]["id"])
+        entries = self.send("DOMStorage.getDOMStorageItems",
+                            storageId={"storageKey": key["storageKey"], "isLocalStorage": True})
+        return dict(entries["entries"])
+
+    def wait_until(self, condition, timeout: float = 10, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
 
     def click(self, selector: str) -> None:
         """A real left click at the centre of the first element matching `selector`."""

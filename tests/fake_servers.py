@@ -47,8 +47,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             body = {}
-        fault = server._record(self.path, dict(self.headers), body)
-        server._hold_if_asked()
+        fault, number = server._record(self.path, dict(self.headers), body)
+        server._hold_if_asked(number)
         if server.delay:
             time.sleep(server.delay)
         if fault and fault.delay:
@@ -140,18 +140,15 @@ class FakeServer:
         self._httpd.server_close()
 
     # -- internals --------------------------------------------------------------------------
-    def _record(self, path: str, headers: dict[str, str], body: Any) -> Fault | None:
+    def _record(self, path: str, headers: dict[str, str], body: Any) -> tuple[Fault | None, int]:
+        """Store the request; its fault (if any) and its 1-based arrival number."""
         with self._lock:
             self.requests.append({"path": path, "headers": headers, "body": body})
-            self._seen = len(self.requests)
-            return self.faults.popleft() if self.faults else None
+            return (self.faults.popleft() if self.faults else None), len(self.requests)
 
-    def _hold_if_asked(self) -> None:
-        if self._hold_after is not None:
-            with self._lock:
-                count = self._seen
-            if count > self._hold_after:
-                self._release.wait(60)
+    def _hold_if_asked(self, number: int) -> None:
+        if self._hold_after is not None and number > self._hold_after:
+            self._release.wait(60)
 
     def _answered(self) -> None:
         with self._lock:

@@ -13,7 +13,6 @@ from harness import metrics as m
 from harness.abstracts import clean_abstract, primary_category, split_prompt
 from harness.errors import FeynTuneError
 
-
 # ---- word entropy, length, repetition, metadata ------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
@@ -75,7 +74,7 @@ def test_metadata_leak_not_triggered(text):
 
 
 def test_no_real_abstract_looks_like_leaked_metadata(sample_path):
-    abstracts = [clean_abstract(json.loads(line)["abstract"]) for line in open(sample_path, encoding="utf-8")]
+    abstracts = [clean_abstract(json.loads(line)["abstract"]) for line in sample_path.read_text(encoding="utf-8").splitlines()]
     assert len(abstracts) == 1477
     assert sum(m.metadata_leak(a) for a in abstracts) == 0
 
@@ -127,7 +126,7 @@ def test_tokenizer_spec_follows_lm_eval_model_args():
 
 def _hepth_pairs(sample_path, k):
     pairs = []
-    for line in open(sample_path, encoding="utf-8"):
+    for line in sample_path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         if primary_category(r["categories"]) == "hep-th":
             prompt, truth = split_prompt(clean_abstract(r["abstract"]))

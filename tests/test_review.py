@@ -74,6 +74,7 @@ def test_review_page_names_no_model(runs, tmp_path):
     assert key_path.parent == page.parent and key_path.name == "key.json"
     for name in identifiers(runs) | {m["model"] for m in key["models"]} | {m["run"] for m in key["models"]}:
         assert name not in source, f"the page gives away {name!r}"
+    assert "true continuation" not in source.lower() and "y_true" not in source
     for doc in key["documents"]:
         assert doc["arxiv_id"] not in source  # no paper id either (the truth is one search away)
         assert set(doc["labels"]) == {"A", "B", "C"}  # two models and the true continuation

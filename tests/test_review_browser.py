@@ -53,6 +53,13 @@ def test_review_page_keeps_entries_and_exports_them(hepth_eval_runs, tmp_path):
         assert page.js(f"document.querySelector('{box(1, 'B', 'creativity')}')"
                        ".validity.valid") is False
 
+        # What a user sees before leaving: every valid entry is in the browser's storage.
+        def stored() -> dict:
+            values = list(page.local_storage().values())
+            return json.loads(values[0]) if values else {}
+
+        page.wait_until(lambda: stored().get("rater") == "Ann Example"
+                        and len(stored().get("scores", {})) == 7, what="entries in localStorage")
         page.reload()
         assert page.js("document.getElementById('rater').value") == "Ann Example"
         assert page.js(f"document.querySelector('{box(1, 'A', 'accuracy')}').value") == "8"

@@ -21,7 +21,7 @@ PPL_KEYS = ("ppl_token", "ppl_word", "word_perplexity", "byte_perplexity", "bits
 def run(sample_path, smollm2_path, minilm_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gen")
     records = []
-    for line in open(sample_path, encoding="utf-8"):
+    for line in sample_path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         if primary_category(r["categories"]) == "hep-th" and not is_withdrawn(r.get("comments"), r["abstract"]):
             records.append({"id": r["id"], "title": r["title"], "abstract": r["abstract"]})

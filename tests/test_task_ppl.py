@@ -25,7 +25,7 @@ N_DOCS = 3
 def hepth_jsonl(sample_path, tmp_path_factory) -> Path:
     """A few real hep-th abstracts of different lengths as a JSON-lines document file."""
     records = []
-    for line in open(sample_path, encoding="utf-8"):
+    for line in sample_path.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         if primary_category(r["categories"]) == "hep-th" and not is_withdrawn(r.get("comments"), r["abstract"]):
             records.append({"id": r["id"], "title": r["title"], "abstract": r["abstract"]})
