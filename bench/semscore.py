@@ -7,7 +7,7 @@ from a loaded model. The completions are real hep-th text: each document's stand
 is the ground truth of the next document (generating them would time the LLM, not SemScore).
 Target: <= 1.2x.
 
-    .venv/bin/python bench/semscore.py [--n 48] [--model mpnet|minilm] [--repeats 2]
+    .venv/bin/python bench/semscore.py [--n 24] [--model mpnet|minilm] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def documents(n: int) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=48)
+    ap.add_argument("--n", type=int, default=24)
     ap.add_argument("--model", default="mpnet", choices=["mpnet", "minilm"])
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()

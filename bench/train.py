@@ -52,6 +52,32 @@ def padding_stats(batches):
     return real, total
 
 
+def full_scale_padding(lengths, batch_size, seed, n=73_768):
+    """Padding of both orders at the size of the real s1 train split, lengths resampled from the
+    sample: the Trainer's grouping sorts mega-batches of min(n // (4 * batch), 50) batches,
+    so on ~260 abstracts it sorts only within 4 mega-batches and understates the gain."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    rng = random.Random(seed)
+    big = [rng.choice(lengths) for _ in range(n)]
+
+    def padded(order):
+        total = 0
+        for i in range(0, n, batch_size):
+            width = max(big[j] for j in order[i:i + batch_size])
+            total += -(-width // 8) * 8 * len(order[i:i + batch_size])
+        return total
+
+    g = torch.Generator().manual_seed(seed)
+    shuffled = torch.randperm(n, generator=g).tolist()
+    grouped = get_length_grouped_indices(big, batch_size, generator=g)
+    real = sum(big)
+    pr, pg = padded(shuffled), padded(grouped)
+    print(f"  at the real s1 size ({n:,} abstracts, lengths resampled): padding share random "
+          f"{1 - real / pr:.1%}, grouped {1 - real / pg:.1%}; padded-token ratio {pr / pg:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=3, help="timed batches per sampler")
@@ -92,9 +118,15 @@ def main() -> int:
           f"{sum(train_ds['length']):,} tokens; batch {opts.batch_size}, "
           f"{len(next(iter(orders.values())))} batches per epoch; SmolLM2-135M NF4 LoRA-{opts.lora}, "
           f"{'CPU' if use_cpu else 'GPU'}, activation checkpointing on")
+    padded = {}
     for name, batches in orders.items():
         real, total = padding_stats(batches)
+        padded[name] = total
         print(f"  {name:20s} epoch: {total:,} padded tokens, padding share {1 - real / total:.1%}")
+    # a step costs about its padded tokens, so this is the speed-up grouping can give at most
+    print(f"  padded-token ratio random / grouped: "
+          f"{padded['random (reference)'] / padded['length-grouped']:.2f}x (machine-independent bound)")
+    full_scale_padding(train_ds["length"], opts.batch_size, cfg.seed)
 
     set_seed(cfg.seed)
     model = load_model(cfg, compute_dtype, attn, use_cpu)

@@ -474,7 +474,7 @@ def move_fresh(collection: Collection, category_rows: dict[str, dict[str, np.nda
         "path": f"{FRESH_DIR}/test.jsonl",
         "category": FRESH_CATEGORY,
         **tally.as_dict(),
-        "records": int(len(fresh_rows)),
+        "records": len(fresh_rows),
         "moved_from": moved,
         "order": f"shuffled with seed {seed}",
     }

@@ -5,7 +5,7 @@
 
 or, on a GPU with vLLM (the adapter must be a local folder; max_lora_rank >= its rank):
 
-    feyntune eval --model vllm --tasks hepth_completion --batch_size auto \
+    feyntune eval --model vllm --tasks hepth_completion --batch_size auto \\
         --model_args pretrained=meta-llama/Llama-3.1-8B,lora_local_path=ADAPTER_DIR,max_lora_rank=8
 
 takes every argument of `lm_eval` (see `lm_eval run --help`), and

@@ -321,8 +321,8 @@ def cutoff_warning(model: str, counts: dict[str, int], cutoff: ModelCutoff) -> s
         return None
     basis = ("its documented training cut-off" if cutoff.basis == "documented"
              else "its release month (no published cut-off)")
-    parts = [f"{at_risk:,} of {total:,} documents were first versioned on or before "
-             f"{cutoff.month}, {basis} for {model} ({cutoff.name})"]
+    parts = [(f"{at_risk:,} of {total:,} documents were first versioned on or before "
+              f"{cutoff.month}, {basis} for {model} ({cutoff.name})")]
     if counts["unparseable"]:
         parts.append(f"{counts['unparseable']:,} have no parseable date")
     return ("; ".join(parts) + ": the model may have seen them in pre-training. Compare with "
@@ -356,15 +356,14 @@ def _build_cut(path: Path) -> tuple[Path, dt.date | None]:
                                 "build --fresh-after` output) nor test.jsonl")
     elif not path.is_file():
         raise FeynTuneError(f"{path} does not exist")
-    for manifest in (path.parent.parent / "manifest.json", path.parent / "manifest.json"):
-        if path.parent.name == FRESH_DIR and manifest.is_file():
-            try:
-                after = json.loads(manifest.read_text()).get("fresh", {}).get("after")
-            except (OSError, ValueError, AttributeError):
-                after = None
-            if after:
-                return path, parse_cut(after, f"{manifest} fresh.after")
-    return path, None
+    manifest = path.parent.parent / "manifest.json"
+    if path.parent.name != FRESH_DIR or not manifest.is_file():
+        return path, None
+    try:
+        after = (json.loads(manifest.read_text()).get("fresh") or {}).get("after")
+    except (OSError, ValueError, AttributeError) as err:
+        raise FeynTuneError(f"cannot read the build manifest {manifest}: {err}") from None
+    return path, (parse_cut(after, f"{manifest} fresh.after") if after else None)
 
 
 def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> FreshRecords:
@@ -448,8 +447,7 @@ def fresh_dataset(metadata: dict, build) -> Any:
     with tempfile.TemporaryDirectory(prefix="feyntune-fresh-") as tmp:
         path = Path(tmp) / "fresh.jsonl"
         with open(path, "w", encoding="utf-8") as handle:
-            for record in fresh.records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in fresh.records)
         dataset = build({**metadata, "hepth_data": str(path)})
     by_key = {_doc_key(r, i): f for i, (r, f) in enumerate(zip(fresh.records, fresh.first))}
     for split in list(dataset):
@@ -459,3 +457,107 @@ def fresh_dataset(metadata: dict, build) -> Any:
         part = part.add_column("first_version_source", [f.source for f in firsts])
         dataset[split] = part.add_column("fresh_after", [fresh.cut.isoformat()] * len(firsts))
     return dataset
+
+
+# ----------------------------------------------------------------------------- after `feyntune eval`
+def _doc_first_version(doc: dict) -> FirstVersion:
+    """A sample's document date: the fresh task records it; other documents hold only their id
+    (and any Kaggle date fields a custom source kept)."""
+    text = doc.get("first_version")
+    if isinstance(text, str) and text:
+        source = str(doc.get("first_version_source") or "versions")
+        if _DAY.match(text):
+            return FirstVersion(parse_day(text), "day", source)
+        if _MONTH.match(text):
+            year, month = (int(p) for p in text.split("-"))
+            return FirstVersion(dt.date(year, month, 1), "month", source)
+    return first_version(doc)
+
+
+@dataclass(frozen=True)
+class ContaminationCheck:
+    model: str | None
+    cutoff: ModelCutoff | None
+    counts: dict[str, int]
+    message: str | None       # a warning, a note (unknown cut-off), or None when all is fresh
+    is_warning: bool
+
+
+def check_samples(sample_files, model_args: str | dict | None,
+                  cutoffs: list[ModelCutoff] | None = None) -> ContaminationCheck:
+    """Whether the documents of a run's samples_*.jsonl files may predate the evaluated model's
+    training cut-off (each document counted once across the files)."""
+    model = model_name_from_args(model_args)
+    firsts: dict[str, FirstVersion] = {}
+    for path in sample_files:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    doc = json.loads(line).get("doc") or {}
+                    key = str(doc.get("id") or doc.get("abstract") or len(firsts))
+                    firsts.setdefault(key, _doc_first_version(doc))
+    cutoff = cutoff_for(model, cutoffs)
+    if cutoff is None:
+        note = None
+        if model:
+            note = (f"no training cut-off is known for {model}, so its documents were not checked "
+                    f"for contamination; add the model to {CUTOFFS_FILE}")
+        return ContaminationCheck(model, None, {}, note, False)
+    counts = documents_predating(list(firsts.values()), cutoff)
+    message = cutoff_warning(model, counts, cutoff)
+    return ContaminationCheck(model, cutoff, counts, message, message is not None)
+
+
+# ----------------------------------------------------------------------------- fresh vs standard
+# Each fresh subtask measures what its standard twin measures, on newer documents.
+FRESH_TASKS = {"hepth_completion_fresh_gen": "hepth_completion_gen",
+               "hepth_completion_fresh_ppl": "hepth_completion_ppl"}
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Fresh minus standard figure of one metric, with a percentile bootstrap interval of the
+    difference (two independent samples, each resampled on its own)."""
+
+    n_standard: int
+    n_fresh: int
+    standard: float   # arithmetic means, as the leaderboard reports them
+    fresh: float
+    gap: float        # fresh - standard: for perplexity, > 0 means worse on unseen papers
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def freshness_gap(standard, fresh, n_resamples: int = 9999, confidence_level: float = 0.95,
+                  random_state: int = 1) -> Gap:
+    """The gap between a metric's per-document values on fresh and on standard documents.
+
+    The same bootstrap settings as harness.stats (9,999 resamples, percentile interval, random
+    state 1), through scipy.stats.bootstrap with two unpaired samples: the documents differ, so
+    nothing pairs them. Resamples are drawn in batches to bound memory on full test splits.
+    """
+    import numpy as np
+    from scipy import stats
+
+    a = np.asarray(list(fresh), dtype=np.float64)
+    b = np.asarray(list(standard), dtype=np.float64)
+    for name, values in (("fresh", a), ("standard", b)):
+        if values.size < 2:
+            raise FeynTuneError(f"freshness gap: {values.size} {name} value(s); need at least 2")
+        if not np.isfinite(values).all():
+            raise FeynTuneError(f"freshness gap: {name} values hold NaN or infinity")
+
+    def difference(x, y, axis=-1):
+        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+    batch = max(1, (1 << 22) // max(a.size, b.size))
+    result = stats.bootstrap((a, b), difference, paired=False, vectorized=True,
+                             n_resamples=n_resamples, confidence_level=confidence_level,
+                             method="percentile", random_state=random_state, batch=batch)
+    interval = result.confidence_interval
+    return Gap(n_standard=int(b.size), n_fresh=int(a.size), standard=float(b.mean()),
+               fresh=float(a.mean()), gap=float(a.mean() - b.mean()),
+               ci_low=float(interval.low), ci_high=float(interval.high))

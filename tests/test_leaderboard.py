@@ -290,3 +290,27 @@ def test_csv_is_valid_with_explicit_missing_values(tmp_path):
     rows = list(csv.reader(io.StringIO(text)))
     assert all(len(r) == len(rows[0]) for r in rows)
     assert ",," not in text  # no silent empty cells: NA says the value is missing
+
+
+@pytest.mark.slow
+def test_provider_run_settings_and_failures_are_shown(hepth_eval_runs, tmp_path):
+    """A provider run (generation only): what was sent, and documents that failed, are shown."""
+    runs = tmp_path / "runs"
+    (results,) = hepth_eval_runs.rglob("results_*.json")
+    (gen,) = hepth_eval_runs.rglob("samples_hepth_completion_gen_*.jsonl")
+    data = json.loads(results.read_text())
+    data["results"].pop("hepth_completion_ppl")
+    data["config"]["model"] = "provider"
+    data["config"]["model_args"] = {"provider": "anthropic", "model": "claude-sonnet-4-5"}
+    data["config"]["provider_run"] = {
+        "settings": [{"temperature": 0.5, "max_tokens": 64, "stop": []}],
+        "document_errors": [{"request": "hepth_completion_gen doc 1", "error": "timeout"}],
+    }
+    (runs / "anthropic").mkdir(parents=True)
+    (runs / "anthropic" / results.name).write_text(json.dumps(data))
+    shutil.copy(gen, runs / "anthropic" / gen.name)
+    build(runs, tmp_path / "out")
+    (row,) = [r for r in read_csv(tmp_path / "out" / "leaderboard.csv") if r["source"] == "measured"]
+    assert row["model"] == "anthropic/claude-sonnet-4-5" and row["ppl_token_mean"] == "NA"
+    assert (row["temperature"], row["max_tokens"]) == ("0.5", "64")
+    assert "1 request(s) failed at the provider" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -190,3 +190,18 @@ def test_page_ratings_need_the_key(tmp_path, capsys):
 def test_build_without_completions_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["review", "build", "--runs", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no run with hepth_completion_gen samples" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_models_are_chosen_by_label_or_run(runs, tmp_path, capsys):
+    _, key_path, _ = build_review(runs, tmp_path / "one", n=2, models=["smollm2"],
+                                  include_truth=False)
+    key = json.loads(key_path.read_text())
+    assert [m["model"] for m in key["models"]] == ["smollm2"]
+    assert all(list(d["labels"]) == ["A"] for d in key["documents"])
+    assert cli.main(["review", "build", "--runs", str(runs), "--models", "gpt-9",
+                     "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "no run with completions named gpt-9" in err and "smollm2 + LoRA-all s3" in err
+    _, _, messages = build_review(runs, tmp_path / "many", n=50)
+    assert any("only 3 documents were completed by every chosen model" in m for m in messages)

@@ -119,3 +119,21 @@ def test_perplexity_dataset_counts_tokens(tmp_path, smollm2_path):
     tok = AutoTokenizer.from_pretrained(smollm2_path)
     assert ds["ppl_tokens"] == [len(tok(a, add_special_tokens=False)["input_ids"]) for a in ds["abstract"]]
     assert set(ds.column_names) >= {"id", "abstract", "prompt", "y_true", "ppl_tokens", "tokenizer"}
+
+
+def test_feyntune_eval_reports_source_errors_without_traceback(tmp_path, monkeypatch, capsys):
+    """lm-eval's `dummy` model loads nothing, so this reaches the task loading quickly."""
+    from harness.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["eval", "--model", "dummy", "--tasks", "hepth_completion_gen",
+                 "--metadata", '{"hepth_data": "missing.jsonl"}', "--output_path", "out"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "feyntune eval: error: hep-th documents from metadata hepth_data=missing.jsonl" in err
+    assert "Traceback" not in err
+    docs = _write(tmp_path / "docs.jsonl", [REC])
+    code = main(["eval", "--model", "dummy", "--tasks", "hepth_completion_ppl",
+                 "--metadata", json.dumps({"hepth_data": str(docs)}), "--output_path", "out"])
+    assert code == 2
+    assert "API models can run only hepth_completion_gen" in capsys.readouterr().err

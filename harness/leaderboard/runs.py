@@ -115,13 +115,26 @@ def _settings(results: dict) -> dict:
     gen_config = configs.get(GEN_TASK) if isinstance(configs.get(GEN_TASK), dict) else {}
     gen_kwargs = gen_config.get("generation_kwargs")
     gen_kwargs = gen_kwargs if isinstance(gen_kwargs, dict) else {}
-    return {
+    settings = {
         "model_class": config.get("model"),
         "temperature": _float(gen_kwargs.get("temperature")) if gen_kwargs.get(
             "do_sample", True) else 0.0,
         "max_gen_toks": _float(gen_kwargs.get("max_gen_toks")),
         "limit": config.get("limit"),
     }
+    # Provider runs record what was actually sent (providers/lm_eval_model.py); prefer it.
+    sent = _provider_run(config).get("settings")
+    if isinstance(sent, list) and len(sent) == 1 and isinstance(sent[0], dict):
+        for key, field_name in (("temperature", "temperature"), ("max_gen_toks", "max_tokens")):
+            value = _float(sent[0].get(field_name))
+            if value is not None:
+                settings[key] = value
+    return settings
+
+
+def _provider_run(config: dict) -> dict:
+    block = config.get("provider_run")
+    return block if isinstance(block, dict) else {}
 
 
 def _aggregates(results: dict) -> dict[str, dict[str, float]]:
@@ -256,6 +269,10 @@ def scan(runs_dir: Path) -> RunsScan:
             settings=_settings(results),
             aggregates=_aggregates(results),
         )
+        failed = _provider_run(results["config"]).get("document_errors")
+        if isinstance(failed, list) and failed:
+            run.notes.append(f"{len(failed)} request(s) failed at the provider and were scored "
+                             "as empty completions")
         for task in TASKS:
             if task not in results["results"]:
                 continue

@@ -58,8 +58,10 @@ def choose_runs(runs: list[Run], labels: dict[str, str], wanted: list[str] | Non
         known = "; ".join(sorted(labels[r.run_id] for r in with_gen))
         raise FeynTuneError(f"--models: no run with completions named {', '.join(missing)}. "
                             f"Known (label or run path): {known}")
-    chosen = list(dict.fromkeys(by_name[w] for w in wanted))
-    return chosen
+    chosen: dict[str, Run] = {}
+    for name in wanted:  # a run named twice (label and path) is reviewed once
+        chosen.setdefault(by_name[name].run_id, by_name[name])
+    return list(chosen.values())
 
 
 def _labels(count: int) -> list[str]:

@@ -1,0 +1,12 @@
+"""lm-eval hooks of the hepth_completion_fresh tasks: the hepth_completion documents restricted
+to abstracts first versioned after a cut date (harness/freshness.py does the work)."""
+
+from harness import documents, freshness
+
+
+def load_generation_docs(**metadata):
+    return freshness.fresh_dataset(metadata, documents.generation_dataset)
+
+
+def load_perplexity_docs(**metadata):
+    return freshness.fresh_dataset(metadata, documents.perplexity_dataset)

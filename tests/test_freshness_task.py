@@ -1,0 +1,110 @@
+"""The hepth_completion_fresh task (issue 9): its documents from a `--fresh-after` build or a
+date cut on any hepth_data source, and one tiny lm-eval run of the group on the real sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from finetune import curate
+from harness import documents, freshness
+from harness.cli import main
+from harness.errors import FeynTuneError
+
+GEN_KEYS = ("semscore", "semscore_full", "word_entropy", "completion_words", "metadata_leak", "repetition")
+
+
+def ids_of(path):
+    return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def built(sample_path, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fresh-task")
+    curate.build(sample_path, root / "cut", sets=["s1"], progress=False, fresh_after="2024-12-31")
+    curate.build(sample_path, root / "plain", sets=["s1"], progress=False)
+    return root
+
+
+def test_records_from_a_build(built, capsys):
+    fresh_ids = ids_of(built / "cut" / "hepth-fresh" / "test.jsonl")
+    for given in (built / "cut", built / "cut" / "hepth-fresh", built / "cut" / "hepth-fresh" / "test.jsonl"):
+        got = freshness.load_fresh_records({"hepth_fresh_data": str(given)})
+        assert [r["id"] for r in got.records] == fresh_ids  # file order kept
+        assert got.cut == freshness.parse_cut("2024-12-31")  # read from the build manifest
+    assert "300 first versioned after 2024-12-31" in capsys.readouterr().err
+    # hepth_after on top of the build's cut: the later one wins
+    later = freshness.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2026-07"})
+    assert later.cut == freshness.parse_cut("2026-07-31")
+    assert {r["id"][:4] for r in later.records} == {"2608"}
+    earlier = freshness.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2020-01-01"})
+    assert earlier.cut == freshness.parse_cut("2024-12-31") and len(earlier.records) == 300
+
+
+def test_date_cut_on_any_hepth_data_source(built):
+    standard = built / "plain" / "s1" / "test.jsonl"
+    expected = [i for i in ids_of(standard) if i[:2] == "26"]  # the sample's 2026 listings
+    assert expected
+    for metadata in ({"hepth_data": str(built / "plain"), "hepth_after": "2024-12-31"},
+                     {"hepth_data": str(standard), "hepth_after": "2024-12-31"}):
+        got = freshness.load_fresh_records(metadata)
+        assert [r["id"] for r in got.records] == expected
+        assert got.tally.verdicts["not_fresh"] == len(ids_of(standard)) - len(expected)
+
+
+def test_missing_or_empty_inputs_are_clear_errors(built, tmp_path):
+    with pytest.raises(FeynTuneError, match="hepth_fresh_data.*hepth_after"):
+        freshness.load_fresh_records({"hepth_data": str(built / "plain")})
+    loose = tmp_path / "docs.jsonl"
+    loose.write_text((built / "cut" / "hepth-fresh" / "test.jsonl").read_text())
+    with pytest.raises(FeynTuneError, match="no `feyntune data build` manifest"):
+        freshness.load_fresh_records({"hepth_fresh_data": str(loose)})
+    assert len(freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2024-12"}).records) == 300
+    with pytest.raises(FeynTuneError, match="no hep-th document .* after 2100-01-01"):
+        freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2100-01-01"})
+    with pytest.raises(FeynTuneError, match="does not exist"):
+        freshness.load_fresh_records({"hepth_fresh_data": str(tmp_path / "nope")})
+    with pytest.raises(FeynTuneError, match="hepth_after"):
+        freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "soon"})
+
+
+def test_documents_carry_the_cut(built, minilm_path):
+    dataset = freshness.fresh_dataset({"hepth_fresh_data": str(built / "cut"),
+                                       "semscore_model": str(minilm_path)},
+                                      documents.generation_dataset)
+    rows = list(dataset["test"])
+    fresh = [json.loads(line) for line in
+             (built / "cut" / "hepth-fresh" / "test.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in fresh]
+    for row, record in zip(rows, fresh):
+        assert row["fresh_after"] == "2024-12-31"
+        assert row["first_version"] == "20" + record["id"][:2] + "-" + record["id"][2:4]
+        assert row["first_version_source"] == "id"
+        # the documents are those of hepth_completion, built by the same code
+        assert {k: row[k] for k in documents.DOC_FIELDS} == documents.to_document(record, 0, "x")
+
+
+@pytest.mark.slow
+def test_group_runs_on_the_fresh_split(built, smollm2_path, minilm_path, tmp_path):
+    out = tmp_path / "runs"
+    code = main(["eval", "--model", "hf", "--model_args", f"pretrained={smollm2_path},dtype=float32",
+                 "--tasks", "hepth_completion_fresh", "--device", "cpu", "--batch_size", "2",
+                 "--limit", "2", "--gen_kwargs", "max_gen_toks=4", "--output_path", str(out),
+                 "--metadata", json.dumps({"hepth_fresh_data": str(built / "cut"),
+                                           "semscore_model": str(minilm_path)})])
+    assert code == 0
+    (results_path,) = list(out.rglob("results_*.json"))
+    results = json.loads(results_path.read_text())["results"]
+    fresh_ids = set(ids_of(built / "cut" / "hepth-fresh" / "test.jsonl"))
+    for task, keys in (("hepth_completion_fresh_gen", GEN_KEYS),
+                       ("hepth_completion_fresh_ppl", ("ppl_token", "ppl_word"))):
+        (path,) = list(out.rglob(f"samples_{task}_*.jsonl"))
+        samples = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(samples) == 2
+        for s in samples:
+            assert s["doc"]["id"] in fresh_ids and s["doc"]["fresh_after"] == "2024-12-31"
+            assert s["doc"]["first_version"] in ("2026-07", "2026-08")
+        for key in keys:
+            assert results[task][f"{key},none"] == pytest.approx(sum(s[key] for s in samples) / 2)
+    assert "word_perplexity,none" in results["hepth_completion_fresh_ppl"]
