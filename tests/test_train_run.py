@@ -203,3 +203,12 @@ def test_bad_inputs_fail_before_any_work(tiny_llama, short_set, tmp_path):
     with pytest.raises(FeynTuneError, match="--lora"):
         train(["--base", tiny_llama, "--data", short_set, "--out", out])
     assert not out.exists()
+
+
+def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
+    from harness.cli import main
+
+    rc = main(["train", "--base", str(tmp_path), "--data", str(tmp_path / "nodata"), "--lora", "qkv",
+               "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "feyntune train: error: data folder" in err and "Traceback" not in err
