@@ -362,7 +362,7 @@ def launch_data_parallel(cfg, resume: bool) -> int:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.num_processes)))
     try:
-        return subprocess.run(cmd, env=env).returncode
+        return subprocess.run(cmd, env=env, check=False).returncode
     except KeyboardInterrupt:  # the workers got the signal too and save their checkpoint
         return 130
 

@@ -11,7 +11,13 @@ import json
 import random
 from pathlib import Path
 
-from harness.abstracts import clean_abstract, in_category, is_control, is_withdrawn, primary_category
+from harness.abstracts import (
+    clean_abstract,
+    in_category,
+    is_control,
+    is_withdrawn,
+    primary_category,
+)
 
 
 def hepth_abstracts(sample_path: Path) -> list[dict]:
@@ -42,8 +48,7 @@ def write_s1_like(sample_path: Path, out_dir: Path, seed: int = 42,
     for name, rows in splits.items():
         rows = rows[: (limit or {}).get(name, len(rows))]
         with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+            f.writelines(json.dumps(row) + "\n" for row in rows)
         sizes[name] = len(rows)
     return sizes
 
@@ -59,9 +64,8 @@ def write_short_set(sample_path: Path, out_dir: Path, n_train: int = 8, n_valida
     for name, rows in (("train", records[:n_train]),
                        ("validation", records[n_train:n_train + n_validation])):
         with open(out_dir / f"{name}.jsonl", "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps({"id": row["id"],
-                                    "abstract": " ".join(row["abstract"].split()[:words])}) + "\n")
+            f.writelines(json.dumps({"id": row["id"],
+                                    "abstract": " ".join(row["abstract"].split()[:words])}) + "\n" for row in rows)
     return out_dir
 
 

@@ -89,10 +89,12 @@ def run_demo(cfg: DemoConfig) -> int:
 
     for variant, out in cfg.adapters().items():
         if not _done(f"train LoRA-{variant}", out / "run.json"):
+            # an interrupted earlier demo left checkpoints: continue from them
+            resume = ["--resume"] if any(out.glob("checkpoints/checkpoint-*")) else []
             _run(f"fine-tune LoRA-{variant} on {cfg.train_set} ({cfg.max_steps} steps of the paper preset)",
                  _feyntune("train", "--base", base, "--data", str(data / cfg.train_set),
                            "--lora", variant, "--out", str(out), "--max-steps", str(cfg.max_steps),
-                           "--batch-size", str(cfg.batch_size), "--resume"))
+                           "--batch-size", str(cfg.batch_size), *resume))
 
     print(f"\n   evaluation: the first {cfg.eval_docs} abstracts of the s1 test split, at most "
           f"{cfg.max_new_tokens} new tokens per completion, SemScore with {cfg.semscore_model}")

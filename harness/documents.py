@@ -122,23 +122,27 @@ def to_document(record: dict, index: int, where: str) -> dict | None:
     }
 
 
+def read_records(source: Source) -> tuple[list[dict], str]:
+    """The raw records of a source and how to name it in messages (the fresh task reads their
+    date fields, which documents do not keep)."""
+    if source.kind == "file":
+        return _read_jsonl(Path(source.location)), source.location
+    try:
+        records = _read_hub(source.location, HUB_SPLIT)
+    except Exception as err:  # noqa: BLE001 -- offline, missing, renamed: one clear message
+        raise FeynTuneError(
+            f"no hep-th documents: tried metadata hepth_data (not given), ${ENV_VAR} (not set), "
+            f"then the hub dataset {HUB_DATASET} split {HUB_SPLIT} ({err.__class__.__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}). Pass "
+            "--metadata '{\"hepth_data\": \"data\"}' with a `feyntune data build` folder, a set "
+            f"folder or a JSON-lines file, or set ${ENV_VAR}") from None
+    return records, f"{HUB_DATASET}[{HUB_SPLIT}]"
+
+
 def load_documents(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
                    environ: dict | None = None) -> Documents:
     source = resolve_source(hepth_data, cwd=cwd, environ=environ)
-    if source.kind == "file":
-        records = _read_jsonl(Path(source.location))
-        where = source.location
-    else:
-        try:
-            records = _read_hub(source.location, HUB_SPLIT)
-        except Exception as err:  # noqa: BLE001 -- offline, missing, renamed: one clear message
-            raise FeynTuneError(
-                f"no hep-th documents: tried metadata hepth_data (not given), ${ENV_VAR} (not set), "
-                f"then the hub dataset {HUB_DATASET} split {HUB_SPLIT} ({err.__class__.__name__}: "
-                f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}). Pass "
-                "--metadata '{\"hepth_data\": \"data\"}' with a `feyntune data build` folder, a set "
-                f"folder or a JSON-lines file, or set ${ENV_VAR}") from None
-        where = f"{HUB_DATASET}[{HUB_SPLIT}]"
+    records, where = read_records(source)
     docs, skipped = [], 0
     for i, record in enumerate(records):
         doc = to_document(record, i, where)

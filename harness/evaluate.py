@@ -14,7 +14,9 @@ takes every argument of `lm_eval` (see `lm_eval run --help`), and
 - always logs samples (the bootstrap reads them) and writes under results/runs when no
   --output_path is given,
 - then prints, for each metric in the samples it wrote, the arithmetic mean with the bootstrap
-  of the mean (9,999 resamples, random state 1, 95% percentile interval).
+  of the mean (9,999 resamples, random state 1, 95% percentile interval),
+- and warns when documents were first versioned before the evaluated model's training cut-off
+  (harness/cutoffs.yaml); `--tasks hepth_completion_fresh` evaluates on newer ones only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ TASK_METRICS = {
     "hepth_completion_gen": ("semscore", "semscore_full", "word_entropy", "completion_words",
                              "metadata_leak", "repetition"),
 }
+# hepth_completion_fresh (issue 9): the same subtasks on documents newer than a cut date.
+TASK_METRICS.update({fresh: TASK_METRICS[twin] for fresh, twin in {
+    "hepth_completion_fresh_ppl": "hepth_completion_ppl",
+    "hepth_completion_fresh_gen": "hepth_completion_gen"}.items()})
 PROJECT_MODEL_MODULES = ("providers.lm_eval_model",)
 
 
@@ -138,10 +144,10 @@ def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
 
 
 def format_summary(rows: list[dict]) -> str:
-    head = f"{'task':<22} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
+    head = f"{'task':<26} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
     lines = ["bootstrap of the mean (9,999 resamples, random state 1, percentile interval)", head]
     for r in rows:
-        lines.append(f"{r['task']:<22} {r['metric']:<17} {r['n']:>6} {r['mean']:>10.4f} "
+        lines.append(f"{r['task']:<26} {r['metric']:<17} {r['n']:>6} {r['mean']:>10.4f} "
                      f"{r['boot_mean']:>10.4f} {r['boot_std']:>9.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")
     files = sorted({r["file"] for r in rows})
     lines += [f"samples: {f}" for f in files]
@@ -170,7 +176,24 @@ def _cmd_eval(args) -> int:
         print(format_summary(summary_rows(samples)))
     except FeynTuneError as err:
         raise FeynTuneError(f"the run finished, but its samples could not be summarised: {err}") from err
+    _warn_contamination(argv, samples)
     return code
+
+
+def _warn_contamination(argv: list[str], samples: list[tuple[str, Path]]) -> None:
+    """Say when the documents may predate the evaluated model's training cut-off
+    (harness/cutoffs.yaml); the run itself stands."""
+    from harness import freshness
+
+    try:
+        check = freshness.check_samples([path for _, path in samples], _option(argv, "--model_args"))
+    except (FeynTuneError, OSError, ValueError) as err:
+        print(f"feyntune eval: note: documents not checked against the model's training "
+              f"cut-off: {err}", file=sys.stderr)
+        return
+    if check.message:
+        kind = "warning" if check.is_warning else "note"
+        print(f"feyntune eval: {kind}: {check.message}", file=sys.stderr)
 
 
 def register(sub) -> None:

@@ -394,19 +394,11 @@ def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> 
                 "cut date of this file; pass it too, --metadata '{\"hepth_fresh_data\": ..., "
                 "\"hepth_after\": \"YYYY-MM-DD\"}', so the results say what they are fresh of")
         cut = max(c for c in (build_cut, after) if c is not None)
-        records, where = documents._read_jsonl(path), str(path)
+        records, where = documents.read_records(
+            documents.Source("file", str(path), f"metadata hepth_fresh_data={fresh_data}"))
     elif after is not None:
-        source = documents.resolve_source(metadata.get("hepth_data"), cwd=cwd)
-        if source.kind == "file":
-            records, where = documents._read_jsonl(Path(source.location)), source.location
-        else:
-            try:
-                records = documents._read_hub(source.location, documents.HUB_SPLIT)
-            except Exception as err:  # noqa: BLE001 -- offline, missing: one clear message
-                raise FeynTuneError(
-                    f"hepth_completion_fresh: cannot read {source.location} ({source.origin}): "
-                    f"{err.__class__.__name__}; pass hepth_data or hepth_fresh_data") from None
-            where = f"{source.location}[{documents.HUB_SPLIT}]"
+        records, where = documents.read_records(
+            documents.resolve_source(metadata.get("hepth_data"), cwd=cwd))
         cut = after
     else:
         raise FeynTuneError(

@@ -3,6 +3,7 @@ date cut on any hepth_data source, and one tiny lm-eval run of the group on the 
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -86,25 +87,76 @@ def test_documents_carry_the_cut(built, minilm_path):
 
 
 @pytest.mark.slow
-def test_group_runs_on_the_fresh_split(built, smollm2_path, minilm_path, tmp_path):
+def test_both_groups_in_one_run_and_the_leaderboard(built, smollm2_path, minilm_path, tmp_path, capsys):
+    """Standard and fresh subtasks in one `feyntune eval` (the way to get the gap), then the
+    leaderboard's fresh columns recomputed from the samples."""
+    from harness import leaderboard
+
     out = tmp_path / "runs"
     code = main(["eval", "--model", "hf", "--model_args", f"pretrained={smollm2_path},dtype=float32",
-                 "--tasks", "hepth_completion_fresh", "--device", "cpu", "--batch_size", "2",
-                 "--limit", "2", "--gen_kwargs", "max_gen_toks=4", "--output_path", str(out),
-                 "--metadata", json.dumps({"hepth_fresh_data": str(built / "cut"),
+                 "--tasks", "hepth_completion,hepth_completion_fresh", "--device", "cpu",
+                 "--batch_size", "2", "--limit", "2", "--gen_kwargs", "max_gen_toks=4",
+                 "--output_path", str(out),
+                 "--metadata", json.dumps({"hepth_data": str(built / "cut"),
+                                           "hepth_fresh_data": str(built / "cut"),
                                            "semscore_model": str(minilm_path)})])
     assert code == 0
     (results_path,) = list(out.rglob("results_*.json"))
     results = json.loads(results_path.read_text())["results"]
     fresh_ids = set(ids_of(built / "cut" / "hepth-fresh" / "test.jsonl"))
+    samples = {}
     for task, keys in (("hepth_completion_fresh_gen", GEN_KEYS),
-                       ("hepth_completion_fresh_ppl", ("ppl_token", "ppl_word"))):
+                       ("hepth_completion_fresh_ppl", ("ppl_token", "ppl_word")),
+                       ("hepth_completion_gen", GEN_KEYS), ("hepth_completion_ppl", ("ppl_token",))):
         (path,) = list(out.rglob(f"samples_{task}_*.jsonl"))
-        samples = [json.loads(line) for line in path.read_text().splitlines()]
-        assert len(samples) == 2
-        for s in samples:
-            assert s["doc"]["id"] in fresh_ids and s["doc"]["fresh_after"] == "2024-12-31"
-            assert s["doc"]["first_version"] in ("2026-07", "2026-08")
+        samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(samples[task]) == 2
+        for s in samples[task]:
+            assert (s["doc"]["id"] in fresh_ids) == ("fresh" in task)
+            if "fresh" in task:
+                assert s["doc"]["fresh_after"] == "2024-12-31"
+                assert s["doc"]["first_version"] in ("2026-07", "2026-08")
         for key in keys:
-            assert results[task][f"{key},none"] == pytest.approx(sum(s[key] for s in samples) / 2)
+            assert results[task][f"{key},none"] == pytest.approx(sum(s[key] for s in samples[task]) / 2)
     assert "word_perplexity,none" in results["hepth_completion_fresh_ppl"]
+    printed = capsys.readouterr().out  # feyntune eval's bootstrap summary covers them too
+    assert "hepth_completion_fresh_ppl" in printed and "hepth_completion_fresh_gen" in printed
+
+    built_board = leaderboard.build(out, tmp_path / "board")
+    assert built_board.measured_rows == 1 and not built_board.skipped
+    rows = list(csv.DictReader((tmp_path / "board" / "leaderboard.csv").open()))
+    row = next(r for r in rows if r["source"] == "measured")
+    assert row["fresh_after"] == "2024-12-31" and row["fresh_documents"] == "2" and row["documents"] == "2"
+    for metric, fresh_task, task in (("ppl_token", "hepth_completion_fresh_ppl", "hepth_completion_ppl"),
+                                     ("semscore", "hepth_completion_fresh_gen", "hepth_completion_gen")):
+        fresh = [s[metric] for s in samples[fresh_task]]
+        standard = [s[metric] for s in samples[task]]
+        gap = freshness.freshness_gap(standard, fresh)
+        assert float(row[f"{metric}_fresh_mean"]) == pytest.approx(sum(fresh) / 2)
+        assert float(row[f"{metric}_fresh_gap"]) == pytest.approx(gap.gap)
+        assert float(row[f"{metric}_fresh_gap_ci_low"]) == pytest.approx(gap.ci_low)
+        assert float(row[f"{metric}_fresh_gap_ci_high"]) == pytest.approx(gap.ci_high)
+    markdown = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "PPL fresh (gap [95% CI])" in markdown and "| 2024-12-31 | 2 |" in markdown
+
+
+def test_eval_warns_when_documents_predate_the_cutoff(built, tmp_path, capsys):
+    from harness import evaluate
+
+    samples = tmp_path / "samples_hepth_completion_ppl_x.jsonl"
+    standard = [json.loads(line) for line in
+                (built / "plain" / "s1" / "test.jsonl").read_text().splitlines()]
+    samples.write_text("".join(json.dumps({"doc_id": i, "doc": {"id": r["id"]}}) + "\n"
+                               for i, r in enumerate(standard)))
+    older = sum(1 for r in standard if not r["id"].startswith("26"))
+    evaluate._warn_contamination(["run", "--model_args", "pretrained=meta-llama/Llama-3.1-8B,dtype=bfloat16"],
+                                 [("hepth_completion_ppl", samples)])
+    err = capsys.readouterr().err
+    assert f"feyntune eval: warning: {older} of {len(standard)} documents were first versioned on " \
+           "or before 2023-12" in err and "hepth_completion_fresh" in err
+    evaluate._warn_contamination(["run", "--model_args", "pretrained=/tmp/tiny-random"],
+                                 [("hepth_completion_ppl", samples)])
+    assert "note: no training cut-off is known for /tmp/tiny-random" in capsys.readouterr().err
+    assert set(evaluate.TASK_METRICS) >= set(freshness.FRESH_TASKS)
+    for fresh, twin in freshness.FRESH_TASKS.items():
+        assert evaluate.TASK_METRICS[fresh] == evaluate.TASK_METRICS[twin]

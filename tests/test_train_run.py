@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune.train import TrainingInterrupted, add_arguments, cmd_train, resolve_from_args, run_training
+from finetune.train import (
+    TrainingInterrupted,
+    add_arguments,
+    cmd_train,
+    resolve_from_args,
+    run_training,
+)
 from finetune.train_sample import build_tiny_llama, write_short_set
 from harness.errors import FeynTuneError
 
 REPO = Path(__file__).resolve().parents[1]
 # Short runs: no activation checkpointing (pure overhead at this size), 3 evaluations.
-FAST = {"gradient_checkpointing": False, "evaluations": 3}
+FAST = {"gradient_checkpointing": False, "evaluations": 3, "per_device_eval_batch_size": 4}
 
 
 def _args(argv):
@@ -71,7 +77,7 @@ def test_smollm2_lora_qkv_nf4_short_run(smollm2_path, short_set, fast_yaml, tmp_
     out = tmp_path / "qkv"
     (short_set.parent / "manifest.json").write_text('{"set": "s1"}')
     assert train(["--base", smollm2_path, "--data", short_set, "--lora", "qkv", "--out", out,
-                  "--max-steps", 3, "--batch-size", 2, "--config", fast_yaml]) == 0
+                  "--max-steps", 2, "--batch-size", 2, "--config", fast_yaml]) == 0
 
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj"}
@@ -84,19 +90,19 @@ def test_smollm2_lora_qkv_nf4_short_run(smollm2_path, short_set, fast_yaml, tmp_
     assert run["packages"]["transformers"] and run["packages"]["bitsandbytes"]
     targs = run["training_args"]
     assert (targs["learning_rate"], targs["adam_beta2"], targs["warmup_steps"]) == (3e-4, 0.95, 0.1)
-    assert targs["per_device_train_batch_size"] == 2 and targs["max_steps"] == 3
-    assert run["evaluation_steps"] == [0, 2, 3]
+    assert targs["per_device_train_batch_size"] == 2 and targs["max_steps"] == 2
+    assert run["evaluation_steps"] == [0, 1, 2]
 
     rows = _curves(out)
-    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["step"] for r in rows] == ["0", "1", "2"]
     assert rows[0]["val_loss"] and not rows[0]["train_loss"]  # evaluation before the first step
-    assert all(rows[i]["train_loss"] for i in (1, 2, 3))
-    assert float(rows[3]["val_perplexity"]) == pytest.approx(2.718281828 ** float(rows[3]["val_loss"]))
+    assert all(rows[i]["train_loss"] and rows[i]["val_loss"] for i in (1, 2))
+    assert float(rows[2]["val_perplexity"]) == pytest.approx(2.718281828 ** float(rows[2]["val_loss"]))
     assert (out / "curves.png").stat().st_size > 10_000
     # every step, including those right after an evaluation, gets a gradient (bitsandbytes'
     # CPU repacking would silently cut it)
     norms = [e["grad_norm"] for e in _log_history(out) if "grad_norm" in e]
-    assert len(norms) == 3 and all(n > 0 for n in norms)
+    assert len(norms) == 2 and all(n > 0 for n in norms)
 
     base = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
     ids = torch.tensor([[1, 504, 2849, 3278, 282, 253, 1790, 2]])
@@ -170,7 +176,7 @@ def test_two_cpu_processes(tiny_llama, short_set, fast_yaml, tmp_path):
         [sys.executable, "-m", "finetune.train", "--base", str(tiny_llama), "--data", str(short_set),
          "--lora", "qkv", "--out", str(out), "--max-steps", "2", "--batch-size", "2",
          "--num-processes", "2", "--config", str(fast_yaml)],
-        env=env, capture_output=True, text=True, timeout=300)
+        env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2

@@ -64,6 +64,20 @@ def _semscore_cell(row: dict) -> str:
     return f"{mean} (min {display(_BY_KEY['semscore_min'], row['semscore_min'])})"
 
 
+def _fresh_cell(metric: str):
+    """Fresh figure with its gap to the standard one and the gap's 95% interval."""
+    def cell(row: dict) -> str:
+        mean = display(_BY_KEY[f"{metric}_fresh_mean"], row.get(f"{metric}_fresh_mean"))
+        if row.get(f"{metric}_fresh_gap") is None:
+            return mean
+        gap_column = _BY_KEY[f"{metric}_fresh_gap"]
+        gap = row[f"{metric}_fresh_gap"]
+        low = display(gap_column, row[f"{metric}_fresh_gap_ci_low"])
+        high = display(gap_column, row[f"{metric}_fresh_gap_ci_high"])
+        return f"{mean} (gap {'+' if gap >= 0 else ''}{display(gap_column, gap)} [{low}, {high}])"
+    return cell
+
+
 def _human_cell(row: dict) -> str:
     mean = display(_BY_KEY["human_mean"], row.get("human_mean"))
     return f"{mean} (n={row['human_n']})" if row.get("human_n") else mean
@@ -95,6 +109,13 @@ _MD_MEASURED = [
     ("Temp", _plain("temperature")),
     ("Max tokens", _plain("max_tokens")),
 ]
+# Shown only when some run evaluated hepth_completion_fresh.
+_MD_FRESH = [
+    ("Fresh after", _plain("fresh_after")),
+    ("Fresh docs", _plain("fresh_documents")),
+    ("PPL fresh (gap [95% CI])", _fresh_cell("ppl_token")),
+    ("SemScore fresh (gap [95% CI])", _fresh_cell("semscore")),
+]
 _MD_REPORTED = [
     ("Model", _plain("model")),
     ("Mix", _plain("mix")),
@@ -120,10 +141,19 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
                "its bootstrap distribution and the 95% percentile interval (9,999 resamples, "
                "random state 1). Sorted by perplexity; models without one (API models) after. "
                f"`{MISSING_TEXT}`: no value for that model."), ""]
+    if any(row.get("fresh_documents") for row in measured):
+        lines += [("Fresh: the same figures on `hepth_completion_fresh`, abstracts first "
+                   "versioned after the date shown (newer than the model's training data); gap = "
+                   "fresh minus standard, with the 95% percentile interval of a bootstrap of the "
+                   "difference (standard documents that are also fresh left out)."), ""]
     lines.append("## Measured")
     lines.append("")
     if measured:
-        lines += _md_table(measured, _MD_MEASURED)
+        spec = list(_MD_MEASURED)
+        if any(row.get("fresh_documents") for row in measured):
+            at = next(i for i, (title, _) in enumerate(spec) if title == "Human")
+            spec[at:at] = _MD_FRESH
+        lines += _md_table(measured, spec)
     else:
         lines.append("No measured runs yet: run `feyntune eval` and regenerate.")
     lines += ["", "## Reported by the reference study", "",

@@ -21,13 +21,18 @@ from harness.leaderboard.identity import ModelIdentity, identify
 
 GEN_TASK = "hepth_completion_gen"
 PPL_TASK = "hepth_completion_ppl"
-TASKS = (GEN_TASK, PPL_TASK)
+# hepth_completion_fresh (issue 9): the same subtasks on documents newer than a cut date.
+FRESH_GEN_TASK = "hepth_completion_fresh_gen"
+FRESH_PPL_TASK = "hepth_completion_fresh_ppl"
+TASKS = (GEN_TASK, PPL_TASK, FRESH_GEN_TASK, FRESH_PPL_TASK)
 # Per-document values the contract guarantees in each subtask's samples (contracts.md).
 REQUIRED_METRICS = {
     GEN_TASK: ("semscore", "semscore_full", "word_entropy", "completion_words",
                "metadata_leak", "repetition"),
     PPL_TASK: ("ppl_token", "ppl_word"),
 }
+REQUIRED_METRICS[FRESH_GEN_TASK] = REQUIRED_METRICS[GEN_TASK]
+REQUIRED_METRICS[FRESH_PPL_TASK] = REQUIRED_METRICS[PPL_TASK]
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
 
@@ -51,6 +56,7 @@ class Document:
     truth: str | None
     completion: str | None          # generation subtask only
     metrics: dict[str, float]
+    fresh_after: str | None = None  # fresh subtasks: the cut date their documents are newer than
 
 
 @dataclass
@@ -208,8 +214,9 @@ def read_samples(path: Path, task: str, expected: int | None) -> list[Document]:
                 arxiv_id=str(doc["id"]) if doc.get("id") is not None else None,
                 prompt=doc.get("prompt"),
                 truth=doc.get("y_true"),
-                completion=_completion(sample) if task == GEN_TASK else None,
+                completion=_completion(sample) if task in (GEN_TASK, FRESH_GEN_TASK) else None,
                 metrics=metrics,
+                fresh_after=str(doc["fresh_after"]) if doc.get("fresh_after") else None,
             ))
     if not documents:
         raise ValueError("no samples in the file")

@@ -16,7 +16,7 @@ import yaml
 
 from harness.errors import FeynTuneError
 from harness.leaderboard.identity import LORA_ALL, LORA_QKV
-from harness.leaderboard.runs import GEN_TASK, PPL_TASK, Run
+from harness.leaderboard.runs import FRESH_GEN_TASK, FRESH_PPL_TASK, GEN_TASK, PPL_TASK, Run
 from harness.stats import bootstrap_mean
 
 REPORTED_FILE = Path(__file__).with_name("reported.yaml")
@@ -63,6 +63,24 @@ COLUMNS = [
            note="share of completions with fake arXiv metadata"),
     Column("repetition_mean", "Repetition", 3),
     Column("completion_words_mean", "Completion words", 1),
+    # hepth_completion_fresh (issue 9): the same figures on papers newer than the cut date, and
+    # fresh minus standard with a bootstrap interval of the difference (harness.freshness).
+    Column("fresh_after", "Fresh after",
+           note="fresh documents: first versioned after this date (hepth_completion_fresh)"),
+    Column("fresh_documents", "Fresh docs", note="fresh documents evaluated"),
+    Column("ppl_token_fresh_mean", "PPL fresh", 2, note="PPL on the fresh documents"),
+    Column("ppl_token_fresh_gap", "PPL gap", 2,
+           note="PPL fresh minus PPL on the standard documents not in the fresh set; > 0: "
+           "worse on papers the model cannot have seen"),
+    Column("ppl_token_fresh_gap_ci_low", "PPL gap 95% low", 2,
+           note="bootstrap 95% percentile interval of the gap"),
+    Column("ppl_token_fresh_gap_ci_high", "PPL gap 95% high", 2,
+           note="bootstrap 95% percentile interval of the gap"),
+    Column("semscore_fresh_mean", "SemScore fresh", 3, note="SemScore on the fresh documents"),
+    Column("semscore_fresh_gap", "SemScore gap", 3,
+           note="SemScore fresh minus standard; < 0: worse on papers the model cannot have seen"),
+    Column("semscore_fresh_gap_ci_low", "SemScore gap 95% low", 3),
+    Column("semscore_fresh_gap_ci_high", "SemScore gap 95% high", 3),
     Column("human_mean", "Human", 2, note="human rating, 1-10"),
     Column("human_n", "Ratings"),
     Column("date", "Date (UTC)"),
@@ -125,10 +143,41 @@ def _gen_stats(run: Run, row: dict) -> None:
         row["semscore_min"] = min(d.metrics["semscore"] for d in docs)
 
 
+def _fresh_stats(run: Run, row: dict) -> None:
+    """Fresh figures beside the standard ones. The gap compares with the standard documents
+    that are not fresh ones (a date cut on the same source makes them overlap), so the two
+    samples are disjoint; it needs both subtasks in the same run."""
+    from harness.freshness import freshness_gap
+
+    for metric, fresh_task, standard_task in (("ppl_token", FRESH_PPL_TASK, PPL_TASK),
+                                              ("semscore", FRESH_GEN_TASK, GEN_TASK)):
+        docs = run.samples.get(fresh_task)
+        if not docs:
+            row[f"{metric}_fresh_mean"] = run.aggregates.get(fresh_task, {}).get(metric)
+            continue
+        row["fresh_documents"] = max(row["fresh_documents"] or 0, len(docs))
+        row["fresh_after"] = row["fresh_after"] or next(
+            (d.fresh_after for d in docs if d.fresh_after), None)
+        fresh = [d.metrics[metric] for d in docs]
+        row[f"{metric}_fresh_mean"] = _mean(fresh)
+        fresh_ids = {d.arxiv_id for d in docs}
+        standard = [d.metrics[metric] for d in run.samples.get(standard_task, [])
+                    if d.arxiv_id not in fresh_ids]
+        if len(standard) < 2 or len(fresh) < 2:
+            continue
+        if not all(math.isfinite(v) for v in standard + fresh):
+            run.notes.append(f"{fresh_task}: non-finite {metric} values; no fresh gap")
+            continue
+        gap = freshness_gap(standard, fresh)
+        row.update({f"{metric}_fresh_gap": gap.gap, f"{metric}_fresh_gap_ci_low": gap.ci_low,
+                    f"{metric}_fresh_gap_ci_high": gap.ci_high})
+
+
 def measured_row(run: Run, label: str, human: dict | None) -> dict:
     ident = run.identity
     row = dict.fromkeys(COLUMN_KEYS)
-    doc_ids = {d.doc_id for docs in run.samples.values() for d in docs}
+    # Standard documents only: fresh ones are counted in their own column.
+    doc_ids = {d.doc_id for task in (GEN_TASK, PPL_TASK) for d in run.samples.get(task, [])}
     row.update(
         model=label,
         source=MEASURED,
@@ -149,6 +198,7 @@ def measured_row(run: Run, label: str, human: dict | None) -> dict:
             row[key] = int(row[key])
     _ppl_stats(run, row)
     _gen_stats(run, row)
+    _fresh_stats(run, row)
     if human:
         row["human_mean"] = human.get("mean")
         row["human_n"] = human.get("n")
