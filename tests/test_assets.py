@@ -13,7 +13,7 @@ from harness import assets
 
 def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "harness.cli", "assets", *args],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
 
 
 @pytest.fixture
