@@ -8,11 +8,11 @@ the attention mask, never by comparing ids, so the real EOS of every abstract is
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.jsonl import iter_objects
 
 SPLITS = ("train", "validation")
 IGNORE_INDEX = -100
@@ -35,18 +35,11 @@ def split_files(data_dir: Path) -> dict[str, Path]:
 def read_texts(path: Path, field: str = "abstract") -> list[str]:
     """The `field` of every JSON line; a malformed line or an empty file is an error."""
     texts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FeynTuneError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            text = record.get(field) if isinstance(record, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise FeynTuneError(f"{path}:{lineno}: no non-empty {field!r} field")
-            texts.append(text)
+    for lineno, record in iter_objects(path):
+        text = record.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise FeynTuneError(f"{path}:{lineno}: no non-empty {field!r} field")
+        texts.append(text)
     if not texts:
         raise FeynTuneError(f"{path} holds no abstracts")
     return texts

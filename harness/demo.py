@@ -127,29 +127,49 @@ def run_demo(cfg: DemoConfig) -> int:
     _run("regenerate the leaderboard",
          _feyntune("leaderboard", "--runs", str(cfg.runs), "--out", str(cfg.results)))
     print((cfg.results / "leaderboard.md").read_text())
-    print(verdict(cfg.results / "leaderboard.csv"))
+    print(verdict(cfg.runs))
     return 0
 
 
-def verdict(csv_path: Path) -> str:
-    """One line per measured adapter: does it beat its base model on perplexity?"""
-    import csv
+def verdict(runs_dir: Path) -> str:
+    """Does each adapter beat its base model on perplexity, document by document?
 
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.DictReader(f) if r["source"] == "measured" and r["ppl_token_mean"] != "NA"]
-    bases = {r["base_model"]: r for r in rows if r["adapter"] == "NA"}
-    lines = ["Does fine-tuning beat the base model on hep-th perplexity (arithmetic mean, lower is better)?"]
-    for r in rows:
-        base = bases.get(r["base_model"])
-        if r["adapter"] == "NA" or base is None:
+    The base and the adapters score the same abstracts, so the fair comparison is paired: the
+    bootstrap (harness.stats) of the per-abstract differences, not two overlapping intervals.
+    """
+    from harness.leaderboard import runs as run_files
+    from harness.leaderboard.runs import PPL_TASK
+    from harness.leaderboard.table import run_labels
+    from harness.stats import bootstrap_mean
+
+    scanned = run_files.scan(runs_dir).runs
+    labels = run_labels(scanned)
+
+    def per_doc(run) -> dict[str, float]:
+        return {d.arxiv_id or str(d.doc_id): d.metrics["ppl_token"]
+                for d in run.samples.get(PPL_TASK, []) if "ppl_token" in d.metrics}
+
+    bases = {r.identity.base: r for r in scanned if not r.identity.adapter and per_doc(r)}
+    question = ("Does fine-tuning beat the base model on hep-th perplexity (ppl_token, arithmetic "
+                "mean; paired bootstrap of the per-abstract change)?")
+    lines = [question]
+    for run in sorted(scanned, key=lambda r: labels[r.run_id]):
+        base = bases.get(run.identity.base)
+        if not run.identity.adapter or base is None:
             continue
-        ppl, ref = float(r["ppl_token_mean"]), float(base["ppl_token_mean"])
-        apart = float(r["ppl_token_ci_high"]) < float(base["ppl_token_ci_low"])
-        lines.append(f"  {r['model']}: {'YES' if ppl < ref else 'NO'} -- PPL {ppl:.2f} vs base {ref:.2f} "
-                     f"({100 * (ppl - ref) / ref:+.1f}%; 95% intervals "
-                     f"{'disjoint' if apart else 'overlap'})")
+        mine, theirs = per_doc(run), per_doc(base)
+        shared = sorted(set(mine) & set(theirs))
+        if not shared:
+            continue
+        diff = bootstrap_mean([mine[k] - theirs[k] for k in shared])
+        base_mean = sum(theirs[k] for k in shared) / len(shared)
+        beats = diff.ci_high < 0
+        lines.append(
+            f"  {labels[run.run_id]}: {'YES' if beats else 'NOT SHOWN'} -- PPL "
+            f"{base_mean + diff.mean:.2f} vs base {base_mean:.2f} on {len(shared)} abstracts, "
+            f"change {diff.mean:+.2f} [95% CI {diff.ci_low:+.2f}, {diff.ci_high:+.2f}]")
     if len(lines) == 1:
-        lines.append("  no adapter and base model pair with perplexity in the leaderboard")
+        lines.append("  no adapter with its base model among the runs")
     return "\n".join(lines)
 
 

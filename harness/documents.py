@@ -15,7 +15,6 @@ else from `harness.abstracts.split_prompt`. Abstracts are cleaned with `clean_ab
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from harness.abstracts import clean_abstract, split_prompt
 from harness.errors import FeynTuneError
+from harness.jsonl import read_objects
 
 ENV_VAR = "FEYNTUNE_HEPTH_DATA"
 HUB_DATASET = "LLMsForHepth/hep-th_primary"
@@ -75,22 +75,6 @@ def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.Pa
     return Source("hub", HUB_DATASET, f"default (neither metadata hepth_data nor {ENV_VAR} set)")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise FeynTuneError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise FeynTuneError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append(record)
-    return records
-
-
 def _read_hub(name: str, split: str) -> list[dict]:
     import datasets
 
@@ -126,7 +110,7 @@ def read_records(source: Source) -> tuple[list[dict], str]:
     """The raw records of a source and how to name it in messages (the fresh task reads their
     date fields, which documents do not keep)."""
     if source.kind == "file":
-        return _read_jsonl(Path(source.location)), source.location
+        return read_objects(Path(source.location)), source.location
     try:
         records = _read_hub(source.location, HUB_SPLIT)
     except Exception as err:  # noqa: BLE001 -- offline, missing, renamed: one clear message

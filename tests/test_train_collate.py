@@ -98,5 +98,5 @@ def test_bad_data_folders_are_clear_errors(tmp_path):
     with pytest.raises(FeynTuneError, match=r"bad.jsonl:2"):
         collate.read_texts(bad)
     bad.write_text("{not json\n")
-    with pytest.raises(FeynTuneError, match="not valid JSON"):
+    with pytest.raises(FeynTuneError, match="not a JSON object"):
         collate.read_texts(bad)

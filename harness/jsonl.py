@@ -1,0 +1,29 @@
+"""Reading the project's JSON-lines files (curated splits, document files): one reader, one set of errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+
+def iter_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of every non-blank line; a line that is not a JSON object is an error."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise FeynTuneError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise FeynTuneError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            yield lineno, record
+
+
+def read_objects(path: Path) -> list[dict]:
+    return [record for _, record in iter_objects(path)]
