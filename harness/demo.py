@@ -70,7 +70,8 @@ def _run(step: str, cmd: list[str]) -> None:
 
 def _done(step: str, marker: Path) -> bool:
     if marker.exists():
-        print(f"\n== {step}: already done ({marker.relative_to(REPO)}), skipped", flush=True)
+        shown = marker.relative_to(REPO) if marker.is_relative_to(REPO) else marker
+        print(f"\n== {step}: already done ({shown}), skipped", flush=True)
         return True
     return False
 

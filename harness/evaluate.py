@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,11 @@ def run_lm_eval(argv: list[str]) -> int:
 
     register_project_models()
     setup_logging()
+    # lm-eval binds its handler to the sys.stderr of its first call; follow the current one, so
+    # repeated in-process runs (notebooks, tests capturing output) never log to a closed stream.
+    for handler in logging.getLogger("lm_eval").handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.stream = sys.stderr  # not setStream(): it flushes the old, maybe closed, one
     saved = sys.argv
     sys.argv = ["lm-eval", *argv]
     try:
