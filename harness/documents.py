@@ -127,6 +127,11 @@ def load_documents(hepth_data: str | os.PathLike | None = None, cwd: str | os.Pa
                    environ: dict | None = None) -> Documents:
     source = resolve_source(hepth_data, cwd=cwd, environ=environ)
     records, where = read_records(source)
+    return documents_from(records, where, source)
+
+
+def documents_from(records: list[dict], where: str, source: Source) -> Documents:
+    """The documents of already-read records (empty abstracts skipped and counted)."""
     docs, skipped = [], 0
     for i, record in enumerate(records):
         doc = to_document(record, i, where)
@@ -152,16 +157,17 @@ def _dataset_dict(rows: list[dict]):
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def generation_dataset(metadata: dict):
-    """Documents plus the resolved SemScore model, recorded in each sample for traceability."""
+def generation_dataset(metadata: dict, docs: Documents | None = None):
+    """Documents (by default those of `hepth_data`) plus the resolved SemScore model, recorded in
+    each sample for traceability."""
     from harness.metrics import resolve_semscore_model
 
-    docs = load_documents(metadata.get("hepth_data"))
+    docs = docs or load_documents(metadata.get("hepth_data"))
     model = resolve_semscore_model(metadata.get("semscore_model"))
     return _dataset_dict([{**d, "semscore_model": model} for d in docs.docs])
 
 
-def perplexity_dataset(metadata: dict):
+def perplexity_dataset(metadata: dict, docs: Documents | None = None):
     """Documents plus `ppl_tokens`, the number of tokens the evaluated model scores for each
     abstract, counted with its own tokenizer (process_results never sees the tokenizer)."""
     from harness import metrics
@@ -172,7 +178,7 @@ def perplexity_dataset(metadata: dict):
             "hepth_completion_ppl counts the tokens of each abstract with the evaluated model's "
             "tokenizer, but the model_args name none (no pretrained= or tokenizer=). Pass "
             "--metadata '{\"tokenizer\": NAME}'; API models can run only hepth_completion_gen")
-    docs = load_documents(metadata.get("hepth_data"))
+    docs = docs or load_documents(metadata.get("hepth_data"))
     tokenizer = metrics.load_tokenizer(spec)
     counts = metrics.scored_token_counts([d["abstract"] for d in docs.docs], tokenizer,
                                          spec["prefix_token_id"])

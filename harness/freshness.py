@@ -341,6 +341,7 @@ class FreshRecords:
     cut: dt.date                # documents are first versioned after this day
     where: str                  # what was read, for messages
     tally: FreshnessTally
+    source: Any                 # the harness.documents.Source the records came from
 
 
 def _build_cut(path: Path) -> tuple[Path, dt.date | None]:
@@ -394,11 +395,11 @@ def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> 
                 "cut date of this file; pass it too, --metadata '{\"hepth_fresh_data\": ..., "
                 "\"hepth_after\": \"YYYY-MM-DD\"}', so the results say what they are fresh of")
         cut = max(c for c in (build_cut, after) if c is not None)
-        records, where = documents.read_records(
-            documents.Source("file", str(path), f"metadata hepth_fresh_data={fresh_data}"))
+        source = documents.Source("file", str(path), f"metadata hepth_fresh_data={fresh_data}")
+        records, where = documents.read_records(source)
     elif after is not None:
-        records, where = documents.read_records(
-            documents.resolve_source(metadata.get("hepth_data"), cwd=cwd))
+        source = documents.resolve_source(metadata.get("hepth_data"), cwd=cwd)
+        records, where = documents.read_records(source)
         cut = after
     else:
         raise FeynTuneError(
@@ -416,7 +417,7 @@ def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> 
     if not kept:
         raise FeynTuneError(f"no hep-th document in {where} is first versioned after "
                             f"{cut.isoformat()} ({tally.describe()})")
-    return FreshRecords(tuple(kept), tuple(firsts), cut, where, tally)
+    return FreshRecords(tuple(kept), tuple(firsts), cut, where, tally, source)
 
 
 def _doc_key(record: dict, index: int) -> str:
@@ -428,19 +429,11 @@ def _doc_key(record: dict, index: int) -> str:
 def fresh_dataset(metadata: dict, build) -> Any:
     """lm-eval dataset of a fresh subtask: `build` (harness.documents.generation_dataset or
     perplexity_dataset) run on the fresh records, each document also carrying its
-    `first_version`, where that date came from, and the cut `fresh_after`.
-
-    The records go to `build` through a JSON-lines file in a temporary folder, the one input
-    that documents' builders take; the dataset is in memory once built.
-    """
-    import tempfile
+    `first_version`, where that date came from, and the cut `fresh_after`."""
+    from harness import documents
 
     fresh = load_fresh_records(metadata)
-    with tempfile.TemporaryDirectory(prefix="feyntune-fresh-") as tmp:
-        path = Path(tmp) / "fresh.jsonl"
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in fresh.records)
-        dataset = build({**metadata, "hepth_data": str(path)})
+    dataset = build(metadata, documents.documents_from(list(fresh.records), fresh.where, fresh.source))
     by_key = {_doc_key(r, i): f for i, (r, f) in enumerate(zip(fresh.records, fresh.first))}
     for split in list(dataset):
         part = dataset[split]
