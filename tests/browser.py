@@ -118,14 +118,22 @@ class Browser:
 
     # -- what tests use ----------------------------------------------------------------------
     def open(self, path: Path) -> None:
+        url = Path(path).resolve().as_uri()
         self.events.clear()
-        self.send("Page.navigate", url=Path(path).resolve().as_uri())
+        self.send("Page.navigate", url=url)
         self.wait_event("Page.loadEventFired")
+        # a load event of the blank start page can arrive late: wait for this document itself
+        self.wait_until(lambda: self.js(f"location.href === {json.dumps(url)} && "
+                                        "document.readyState === 'complete'"), what=f"{url} loaded")
 
     def reload(self) -> None:
+        self.js("window.__feyntuneBeforeReload = true")
         self.events.clear()
         self.send("Page.reload", ignoreCache=True)
         self.wait_event("Page.loadEventFired")
+        # a stale load event must not pass for the new document: wait until the old one is gone
+        self.wait_until(lambda: self.js("!window.__feyntuneBeforeReload && "
+                                        "document.readyState === 'complete'"), what="page reloaded")
 
     def js(self, expression: str):
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
