@@ -1,7 +1,8 @@
 """Per-document metrics of the hep-th completion benchmark (DESIGN.md section 2).
 
-One function per metric, imported by the lm-eval task (tasks/hepth_completion/utils.py), the
-providers and the leaderboard. Pure functions of text and numbers, except SemScore, which goes
+One function per metric, imported by the lm-eval task (tasks/hepth_completion/utils.py, which
+scores local models and commercial providers alike: the providers only return text), the task's
+document loader (harness/documents.py) and the leaderboard figures. Pure functions of text and numbers, except SemScore, which goes
 through one cached sentence-transformers model per name (`get_embedder`) so that a run encodes
 every text once, in batches.
 

@@ -2,8 +2,8 @@
 behind one interface, for the hep-th completion benchmark. See providers/README.md.
 
     base.py            Provider, GenerationSettings, Completion, the three error kinds
-    registry.py        providers by name; register_provider
-    <name>.py          one file per provider (openai_provider, anthropic_provider, gemini, ...)
+    registry.py        providers by name; the @register_provider decorator every provider uses
+    <name>.py          one file per provider, decorated (openai_provider, anthropic_provider, ...)
     runner.py          cache first, then threads with rate limits and bounded retries
     limits.py          requests/tokens-per-minute buckets
     cache.py           the persistent answer cache under $FEYNTUNE_HOME

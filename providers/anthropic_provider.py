@@ -21,10 +21,11 @@ from providers.base import (
     TransientError,
     classify_http_status,
 )
+from providers.registry import register_provider
 
 
+@register_provider("anthropic")
 class AnthropicProvider(Provider):
-    name = "anthropic"
     key_env = ("ANTHROPIC_API_KEY",)
     max_stop_sequences = 16
 

@@ -115,7 +115,7 @@ class Provider:
     """Base class. Subclasses set the class attributes and implement `make_client`,
     `complete` and `classify`; the constructor reads the key and builds the client once."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by @register_provider, the one place a name is written
     key_env: ClassVar[tuple[str, ...]] = ()  # environment variables tried in order
     key_required: ClassVar[bool] = True
     default_base_url: ClassVar[str | None] = None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from providers.openai_provider import OpenAIProvider
+from providers.registry import register_provider
 
 
+@register_provider("deepseek")
 class DeepSeekProvider(OpenAIProvider):
-    name = "deepseek"
     key_env = ("DEEPSEEK_API_KEY",)
     default_base_url = "https://api.deepseek.com"
     max_tokens_field = "max_tokens"

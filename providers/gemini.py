@@ -20,6 +20,7 @@ from providers.base import (
     TransientError,
     classify_http_status,
 )
+from providers.registry import register_provider
 
 try:  # newer google-genai sends through httpx2, a fork of httpx with its own exceptions
     import httpx2
@@ -33,8 +34,8 @@ except ImportError:
 _REFUSED = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"}
 
 
+@register_provider("gemini")
 class GeminiProvider(Provider):
-    name = "gemini"
     key_env = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     max_stop_sequences = 5
 

@@ -25,7 +25,6 @@ HEPTH_COMPLETION_V1 = Instruction(
         "repeat the given beginning and add no title, preamble, comment or formatting."
     ),
 )
-INSTRUCTIONS = {HEPTH_COMPLETION_V1.version: HEPTH_COMPLETION_V1}
 CURRENT = HEPTH_COMPLETION_V1
 
 _SPACE = re.compile(r"\s+")

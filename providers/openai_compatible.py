@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from harness.errors import FeynTuneError
 from providers.openai_provider import OpenAIProvider
+from providers.registry import register_provider
 
 
+@register_provider("openai-compatible")
 class OpenAICompatibleProvider(OpenAIProvider):
-    name = "openai-compatible"
     key_env = ()
     key_required = False
     max_tokens_field = "max_tokens"

@@ -17,10 +17,11 @@ from providers.base import (
     TransientError,
     classify_http_status,
 )
+from providers.registry import register_provider
 
 
+@register_provider("openai")
 class OpenAIProvider(Provider):
-    name = "openai"
     key_env = ("OPENAI_API_KEY",)
     default_base_url = None  # the SDK's own (https://api.openai.com/v1)
     # Newer OpenAI models accept only max_completion_tokens; other servers know max_tokens.

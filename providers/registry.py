@@ -1,12 +1,19 @@
-"""Providers by name. Built-ins are imported only when asked for, so running one provider
-never needs the other SDKs. `register_provider` adds a class under a new name; a file
-`providers/<name>.py` that registers itself is found by its name without further wiring."""
+"""Providers by name, through one path: the `@register_provider("name")` class decorator, which
+every provider file applies, the built-ins included.
+
+A provider file is imported only when its provider is asked for, so running one provider never
+needs the other SDKs. To know which file that is without importing any, the registry reads the
+decorators in the source of the `providers` package (its folders, in `providers.__path__`);
+a class registered by code elsewhere only has to be imported before it is used.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
-import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from harness.errors import FeynTuneError
@@ -14,73 +21,123 @@ from providers.base import Provider
 
 P = TypeVar("P", bound=type[Provider])
 
-_BUILTIN = {
-    "openai": "providers.openai_provider:OpenAIProvider",
-    "anthropic": "providers.anthropic_provider:AnthropicProvider",
-    "gemini": "providers.gemini:GeminiProvider",
-    "deepseek": "providers.deepseek:DeepSeekProvider",
-    "openai-compatible": "providers.openai_compatible:OpenAICompatibleProvider",
-}
 _REGISTERED: dict[str, type[Provider]] = {}
+_DECORATOR = "register_provider"
 
 
-def _normal(name: str) -> str:
+def provider_key(name: str) -> str:
+    """The form a provider name is stored under: `openai_compatible` is `openai-compatible`."""
     return str(name).strip().lower().replace("_", "-")
 
 
 def register_provider(name: str) -> Callable[[P], P]:
-    """Class decorator: `@register_provider("mistral")` makes `provider=mistral` work."""
+    """Class decorator: `@register_provider("mistral")` makes `provider=mistral` work and sets
+    the class's `name`, so the name is written once, here."""
+    key = provider_key(name)
+    if not key:
+        raise TypeError("register_provider needs a non-empty name")
 
     def decorate(cls: P) -> P:
         if not (isinstance(cls, type) and issubclass(cls, Provider)):
             raise TypeError(f"{cls!r} is not a providers.base.Provider subclass")
-        key = _normal(name)
-        if not cls.name:
-            cls.name = key
+        own = cls.__dict__.get("name")
+        if own and provider_key(own) != key:
+            raise TypeError(f"{_where(cls)} sets name = {own!r} but registers as {key!r}")
+        known = _REGISTERED.get(key)
+        # Re-importing a module (a reload, a test) registers the same class again: allowed.
+        if known is not None and _where(known) != _where(cls):
+            raise FeynTuneError(
+                f"provider name {key!r} is registered twice: by {_where(known)} and {_where(cls)}"
+            )
+        cls.name = key
         _REGISTERED[key] = cls
         return cls
 
     return decorate
 
 
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def provider_names() -> list[str]:
-    return sorted(set(_BUILTIN) | set(_REGISTERED))
+    return sorted(set(_REGISTERED) | set(_provider_files()[0]))
 
 
 def get_provider_class(name: str) -> type[Provider]:
-    key = _normal(name)
+    key = provider_key(name)
+    files, unreadable = _provider_files()
+    if len(files.get(key, ())) > 1:
+        raise FeynTuneError(
+            f"provider name {key!r} is registered by several files: {', '.join(files[key])}"
+        )
     if key in _REGISTERED:
         return _REGISTERED[key]
-    if key not in _BUILTIN and _discover(key) in _REGISTERED:
-        return _REGISTERED[key]
-    if key not in _BUILTIN:
+    if key not in files:
+        known = ", ".join(sorted(set(_REGISTERED) | set(files)))
+        skipped = f"; unreadable provider files: {', '.join(unreadable)}" if unreadable else ""
         raise FeynTuneError(
-            f"unknown provider {name!r}; known: {', '.join(provider_names())} "
-            "(add one with providers.registry.register_provider, see providers/README.md)"
+            f"unknown provider {name!r}; known: {known} (add one with "
+            f"@providers.registry.register_provider, see providers/README.md){skipped}"
         )
-    module, _, attr = _BUILTIN[key].partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except ImportError as err:
-        raise FeynTuneError(
-            f"provider {key!r} needs its SDK: pip install 'feyntune[providers]' ({err})"
-        ) from None
-    _REGISTERED[key] = cls
-    return cls
-
-
-def _discover(key: str) -> str:
-    """Import `providers.<key>` (dashes as underscores) so that its registration runs."""
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", key):
-        return key
-    module = f"providers.{key.replace('-', '_')}"
+    module = f"providers.{Path(files[key][0]).stem}"
     try:
         importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise FeynTuneError(f"provider {key!r} needs a missing package: {err}") from None
-    return key
+    except ImportError as err:
+        raise FeynTuneError(
+            f"provider {key!r} needs a missing package ({err}); the built-in providers' SDKs "
+            "come with: pip install 'feyntune[providers]'"
+        ) from None
+    if key not in _REGISTERED:
+        raise FeynTuneError(f"{files[key][0]} was imported but registered no provider {key!r}")
+    return _REGISTERED[key]
 
 
 def create_provider(name: str, model: str, **options) -> Provider:
     return get_provider_class(name)(model, **options)
+
+
+def _provider_files() -> tuple[dict[str, list[str]], list[str]]:
+    """Provider name -> the package file(s) whose `@register_provider("name")` decorates a
+    class, read without importing them; and the files that could not be parsed."""
+    package = sys.modules[__package__]
+    found: dict[str, list[str]] = {}
+    unreadable: list[str] = []
+    seen: set[str] = set()
+    for folder in package.__path__:
+        for path in sorted(Path(folder).glob("*.py")):
+            # The first folder holding a module name wins, as for the import itself.
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            try:
+                names = _registered_names(path)
+            except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+                unreadable.append(str(path))
+                continue
+            for key in names:
+                found.setdefault(key, []).append(str(path))
+    return found, unreadable
+
+
+def _registered_names(path: Path) -> list[str]:
+    source = path.read_text(encoding="utf-8")
+    if _DECORATOR not in source:
+        return []
+    names = []
+    for node in ast.walk(ast.parse(source, filename=str(path))):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for deco in node.decorator_list:
+            if not (isinstance(deco, ast.Call) and _called_name(deco.func) == _DECORATOR):
+                continue
+            given = [*deco.args[:1], *(k.value for k in deco.keywords if k.arg == "name")]
+            if given and isinstance(given[0], ast.Constant) and isinstance(given[0].value, str):
+                names.append(provider_key(given[0].value))
+    return names
+
+
+def _called_name(func: ast.expr) -> str:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
