@@ -17,7 +17,7 @@ import krippendorff
 import numpy as np
 from scipy import stats
 
-from harness.judge.ratings import document_scores
+from harness.judge.ratings import document_scores, item_order
 from harness.review.criteria import OVERALL
 from harness.stats import bootstrap_mean
 
@@ -73,7 +73,7 @@ def compare(judge_documents: list[dict], human_ratings: list) -> dict:
             unmatched += 1
             continue
         human.setdefault(item, {})[rating.rater] = rating.scores[OVERALL]
-    items = sorted(human)
+    items = sorted(human, key=item_order)
     raters = sorted({r for scores in human.values() for r in scores})
     result = {"score": OVERALL, "items": len(items), "raters": raters,
               "human_ratings_used": sum(len(s) for s in human.values()),
@@ -83,7 +83,7 @@ def compare(judge_documents: list[dict], human_ratings: list) -> dict:
                 "offset": None}
 
     models = []
-    for run, model in sorted({item[:2] for item in items}):
+    for run, model in sorted({item[:2] for item in items}, key=item_order):
         mine = [i for i in items if i[:2] == (run, model)]
         models.append({"run": run, "model": model, "documents": len(mine),
                        "judge_mean": _mean(judge[i] for i in mine),
@@ -114,7 +114,7 @@ def between_judges(judge_documents: list[dict]) -> dict | None:
         if OVERALL in e["scores"]:
             scores.setdefault((e["run"], e["model"], e["document"]), {})[e["judge"]] = \
                 e["scores"][OVERALL]
-    items = sorted(scores)
+    items = sorted(scores, key=item_order)
     pairs = []
     for a_index, first in enumerate(judges):
         for second in judges[a_index + 1:]:

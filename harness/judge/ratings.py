@@ -28,6 +28,11 @@ FORMAT = "feyntune-judge-ratings/1"
 DEFAULT_NAME = "judge_ratings.json"
 
 
+def item_order(key: tuple) -> tuple:
+    """Sort key for (run, model, document) tuples whose run may be None (study layouts)."""
+    return tuple("" if part is None else str(part) for part in key)
+
+
 def document_scores(documents: list[dict]) -> dict[tuple[str, str, str], dict[str, float]]:
     """(run, model, document) -> each criterion averaged over the judges that scored it (the
     way several raters' scores are averaged)."""
@@ -47,7 +52,8 @@ def summarise(documents: list[dict]) -> list[dict]:
     (harness.stats, the leaderboard's settings) and per-criterion means."""
     per_doc = document_scores(documents)
     models: dict[tuple[str, str], list[dict]] = {}
-    for (run, model, _document), scores in sorted(per_doc.items()):
+    for (run, model, _document), scores in sorted(per_doc.items(),
+                                                  key=lambda kv: item_order(kv[0])):
         models.setdefault((run, model), []).append(scores)
     judges = {}
     for entry in documents:
@@ -63,7 +69,7 @@ def summarise(documents: list[dict]) -> list[dict]:
             "criteria": {c: math.fsum(d[c] for d in docs) / len(docs) for c in CRITERION_KEYS},
             "boot_std": boot.boot_std, "ci_low": boot.ci_low, "ci_high": boot.ci_high,
         })
-    return sorted(out, key=lambda m: (m["model"], m["run"]))
+    return sorted(out, key=lambda m: item_order((m["model"], m["run"])))
 
 
 def save(path: Path, data: dict) -> None:
