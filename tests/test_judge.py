@@ -21,7 +21,7 @@ from harness.abstracts import clean_abstract, is_control, primary_category, spli
 from harness.judge import agreement, ratings
 from harness.judge.rubric import CURRENT, parse_answer
 from harness.leaderboard import build as build_leaderboard
-from harness.review.criteria import CRITERION_KEYS, REFERENCE_COLUMNS
+from harness.review.criteria import CRITERION_KEYS, RATINGS_COLUMNS, REFERENCE_COLUMNS
 
 DOCS = 4
 # (folder, lm-eval config): a base model, an adapter on it, and an API model.
@@ -324,6 +324,48 @@ def test_judge_column_with_its_interval(runs, tmp_path):
     assert 'data-key="judge_mean"' in page and 'data-key="judge_ci_low"' in page
     build_leaderboard(runs, board)  # regenerating gives the same bytes
     assert {name: (board / name).read_bytes() for name in first} == first
+
+    # Human ratings in the study's layout, models named by their leaderboard labels.
+    study = tmp_path / "study.csv"
+    scores = {"tiny-base": 3, "tiny-base + LoRA-all s3": 5, "anthropic/claude-rated-x": 8}
+    with open(study, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REFERENCE_COLUMNS)
+        for entry in data["documents"]:
+            writer.writerow([entry["document"], entry["model"], "ann",
+                             scores[entry["model"]], "completion", "hep-th"])
+    assert cli.main(["judge", "agreement", str(study), "--ratings",
+                     str(board / "judge_ratings.json")]) == 0
+    build_leaderboard(runs, board)
+    md = (board / "leaderboard.md").read_text()
+    assert (f"- judge agreement (openai-compatible:judge-model, overall score, "
+            f"{len(MODELS) * DOCS} completion(s) rated by both") in md
+    assert "per-model Spearman of mean scores:" in md and "judge vs ann:" in md
+
+
+def test_agreement_with_review_page_exports(runs, tmp_path, capsys):
+    """Page exports number the review's documents; the key maps them to arXiv ids."""
+    out = tmp_path / "judge.json"
+    with FakeOpenAI(answer=honest_judge) as server:
+        assert judge(server, runs, out, "--n", "all") == 0
+    assert cli.main(["review", "build", "--runs", str(runs), "--n", "3",
+                     "--out", str(tmp_path / "review")]) == 0
+    key = json.loads((tmp_path / "review" / "key.json").read_text())
+    rows = []
+    for doc in key["documents"]:
+        for label in doc["labels"]:
+            rows.append([key["review"], "bea", doc["document"], label, *([6] * len(CRITERION_KEYS))])
+    export = tmp_path / "bea.csv"
+    with open(export, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(RATINGS_COLUMNS)
+        writer.writerows(rows)
+    assert cli.main(["judge", "agreement", str(export), "--key",
+                     str(tmp_path / "review" / "key.json"), "--ratings", str(out)]) == 0
+    result = json.loads(out.read_text())["agreement"]
+    assert result["items"] == 3 * len(MODELS)  # every rated completion matched by arXiv id
+    assert result["human_ratings_unmatched"] == 3  # the hidden true continuations
+    assert result["alpha"]["bea"]["items"] == 3 * len(MODELS)
 
 
 # ---- agreement -------------------------------------------------------------------------------

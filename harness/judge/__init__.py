@@ -79,7 +79,8 @@ def _rate(args) -> int:
     if len(set(names)) != len(names):
         raise FeynTuneError(f"--judge: a judge is named twice ({', '.join(names)})")
     out = _out_path(Path(args.out))
-    settings = GenerationSettings(temperature=args.temperature, max_tokens=args.max_tokens)
+    settings = GenerationSettings(temperature=args.temperature,
+                                  max_tokens=args.max_tokens or rate.DEFAULT_MAX_TOKENS)
     models, messages = items.completions(Path(args.runs), args.models)
     chosen, more = items.plan(models, _n(args.n), args.seed)
     for message in messages + more:
@@ -109,16 +110,7 @@ def _rate(args) -> int:
             "usage_all_answers": result.usage_all.as_dict(),
             "cost_all_answers": result.cost(result.usage_all),
         })
-        print(format_summary({
-            "requests": result.usage_all.requests, "sent": result.sent,
-            "from_cache": result.usage_all.requests - result.sent, "retries": 0,
-            "document_errors": sum(r.startswith("provider error") for r in result.failed.values()),
-            "refused": 0, "wall_s": 0.0,
-            "usage_this_run": result.usage_run.as_dict(),
-            "usage_all_answers": result.usage_all.as_dict(),
-            "cost_this_run": result.cost(result.usage_run),
-            "cost_all_answers": result.cost(result.usage_all),
-        }, f"judge {spec.name}"))
+        print(format_summary(result.summary(), f"judge {spec.name}"))
         print(f"  {len(chosen)} completion(s): {len(result.scores)} scored, "
               f"{len(result.failed)} without a usable answer, {result.reasked} re-asked")
         for index, reason in sorted(result.failed.items()):
@@ -199,8 +191,9 @@ def register(sub) -> None:
                         help="re-asks after an answer that breaks the rubric (default: 2)")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="judge temperature (default: 0)")
-    parser.add_argument("--max-tokens", type=int, default=256,
-                        help="answer allowance; raise it for reasoning models (default: 256)")
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="answer allowance; raise it for reasoning models "
+                        "(default: 256)")
     parser.add_argument("--out", default="results/judge_ratings.json",
                         help="ratings file (default: results/judge_ratings.json)")
     parser.add_argument("--estimate", action="store_true",

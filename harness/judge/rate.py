@@ -19,6 +19,7 @@ from providers.cache import CompletionCache
 from providers.registry import create_provider
 from providers.runner import Request, RunLimits, run_requests
 
+PROVIDER_ERROR = "provider error"
 # Scores are short JSON; reasoning models need more room (--max-tokens).
 DEFAULT_MAX_TOKENS = 256
 _PROVIDER_OPTIONS = {"base_url": str, "api_key_env": str, "timeout": float}
@@ -74,13 +75,29 @@ class JudgeResult:
     failed: dict[int, str]                 # item index -> why no usable answer
     answers: int = 0                       # answers received, re-asks included
     reasked: int = 0                       # items asked again after an unusable answer
+    refused: int = 0                       # answers the model declined to give
     sent: int = 0                          # requests sent in this run (the rest were cached)
+    retries: int = 0                       # the runner's transport retries in this run
+    wall_s: float = 0.0
     usage_run: Usage = field(default_factory=Usage)
     usage_all: Usage = field(default_factory=Usage)
 
     def cost(self, usage: Usage) -> dict:
         return pricing.estimate(self.spec.provider, self.spec.model, usage.input_tokens,
                                 usage.output_tokens)
+
+    def summary(self) -> dict:
+        """In the shape of the runner's RunReport.summary, for its format_summary."""
+        return {
+            "requests": self.usage_all.requests, "sent": self.sent,
+            "from_cache": self.usage_all.requests - self.sent, "retries": self.retries,
+            "document_errors": sum(r.startswith(PROVIDER_ERROR) for r in self.failed.values()),
+            "refused": self.refused, "wall_s": self.wall_s,
+            "usage_this_run": self.usage_run.as_dict(),
+            "usage_all_answers": self.usage_all.as_dict(),
+            "cost_this_run": self.cost(self.usage_run),
+            "cost_all_answers": self.cost(self.usage_all),
+        }
 
 
 def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
@@ -103,6 +120,8 @@ def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
         report = run_requests(provider, requests, instruction=CURRENT, limits=spec.limits,
                               cache=cache, progress=progress)
         result.sent += report.sent
+        result.retries += report.retries
+        result.wall_s += report.wall_s
         for usage, extra in ((result.usage_run, report.usage_run),
                              (result.usage_all, report.usage_all)):
             usage.requests += extra.requests
@@ -111,12 +130,13 @@ def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
         again = []
         for index, outcome in zip(pending, report.outcomes):
             if outcome.completion is None:  # refused for this prompt at the provider: final
-                result.failed[index] = f"provider error: {outcome.error}"
+                result.failed[index] = f"{PROVIDER_ERROR}: {outcome.error}"
                 continue
             result.answers += 1
             answer = outcome.completion.text
             try:
                 if outcome.completion.refused:
+                    result.refused += 1
                     raise ValueError("the model declined to answer")
                 result.scores[index] = parse_answer(answer)
             except ValueError as err:

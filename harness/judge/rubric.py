@@ -19,8 +19,8 @@ VERSION = "feyntune-judge-v1"
 
 def _instruction_text() -> str:
     listed = "\n".join(f'- "{key}": {title}' for key, title in CRITERIA)
-    example = json.dumps({key: MIN_SCORE + i % (MAX_SCORE - MIN_SCORE + 1)
-                          for i, (key, _) in enumerate(CRITERIA)})
+    # A shape, not numbers: example scores would anchor the judge's own.
+    shape = "{" + ", ".join(f'"{key}": n' for key in CRITERION_KEYS) + "}"
     return (
         "You are an expert in high-energy theoretical physics rating machine-written text. You "
         "are given the beginning of the abstract of an arXiv hep-th paper, the true "
@@ -31,8 +31,9 @@ def _instruction_text() -> str:
         "need not repeat the true continuation to score well, and its length is no merit by "
         "itself.\n"
         f"{listed}\n"
-        "Answer with one JSON object holding exactly these keys and whole-number values, and "
-        f"nothing else, for example: {example}"
+        "Answer with one JSON object holding exactly these keys, each with its score, and "
+        f"nothing else: {shape}, where each n is a whole number from {MIN_SCORE} to "
+        f"{MAX_SCORE}."
     )
 
 

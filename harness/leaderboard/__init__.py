@@ -103,9 +103,10 @@ def _judge_notes(judged: dict | None) -> list[str]:
     judges = [j["judge"] for j in judged.get("judges", [])]
     rubric = (judged.get("rubric") or {}).get("version")
     failed = len(judged.get("failed", []))
-    notes = [(f"Judge column: {', '.join(judges)} on rubric {rubric}, seed "
-              f"{judged.get('seed')}; {failed} completion(s) without a usable judge answer, "
-              "left out")]
+    left_out = (f"{failed} completion(s) without a usable judge answer, left out" if failed
+                else "every chosen completion scored")
+    notes = [f"Judge column: {', '.join(judges)} on rubric {rubric}, seed {judged.get('seed')}; "
+             + left_out]
     notes += [line.strip() for line in agreement.describe_judges(judged.get("between_judges"))]
     if judged.get("agreement"):
         notes += [line.strip() for line in agreement.describe(judged["agreement"], judges)]
