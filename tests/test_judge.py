@@ -341,6 +341,12 @@ def test_judge_column_with_its_interval(runs, tmp_path):
     assert (f"- judge agreement (openai-compatible:judge-model, overall score, "
             f"{len(MODELS) * DOCS} completion(s) rated by both") in md
     assert "per-model Spearman of mean scores:" in md and "judge vs ann:" in md
+    # Re-running the judge (all cached) keeps the agreement, which still fits its scores.
+    stored = (board / "judge_ratings.json").read_bytes()
+    with FakeOpenAI(answer=honest_judge) as server:
+        assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0
+        assert server.requests == []
+    assert (board / "judge_ratings.json").read_bytes() == stored
 
 
 def test_agreement_with_review_page_exports(runs, tmp_path, capsys):

@@ -33,12 +33,14 @@ def _n(text: str) -> int | None:
         raise FeynTuneError(f"--n {text!r}: a number of documents or 'all'") from None
 
 
-def _out_path(path: Path) -> Path:
+def _previous(path: Path) -> dict | None:
+    """The ratings file this command wrote before, if any; an error for any other file, which
+    is never replaced."""
     from harness.judge import ratings
 
-    if path.exists():
-        ratings.load(path)  # never replace a file this command did not write
-    return path
+    if path.exists() and not path.is_file():
+        raise FeynTuneError(f"--out {path} is not a file")
+    return ratings.load(path)
 
 
 def _estimate(items, specs, settings) -> list[str]:
@@ -78,7 +80,8 @@ def _rate(args) -> int:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise FeynTuneError(f"--judge: a judge is named twice ({', '.join(names)})")
-    out = _out_path(Path(args.out))
+    out = Path(args.out)
+    previous = _previous(out)
     settings = GenerationSettings(temperature=args.temperature,
                                   max_tokens=args.max_tokens or rate.DEFAULT_MAX_TOKENS)
     models, messages = items.completions(Path(args.runs), args.models)
@@ -123,13 +126,20 @@ def _rate(args) -> int:
     failed.sort(key=_entry_order)
     summary = ratings.summarise(documents)
     between = agreement.between_judges(documents)
-    ratings.save(out, {
+    data = {
         "rubric": CURRENT.as_dict(), "seed": args.seed, "n": args.n,
         "runs_folder": str(args.runs), "settings": settings.as_dict(),
         "answer_retries": args.answer_retries, "judges": judges, "models": summary,
         "documents": documents, "failed": failed,
         "order": [[i.run, i.document] for i in chosen], "between_judges": between,
-    })
+    }
+    # The agreement with people stays valid only while the judge's scores are the same ones.
+    if previous and previous.get("agreement") and previous.get("documents") == documents:
+        data["agreement"] = previous["agreement"]
+    elif previous and previous.get("agreement"):
+        print("feyntune judge: the judge scores changed; run `feyntune judge agreement` again",
+              file=sys.stderr)
+    ratings.save(out, data)
     for line in agreement.describe_judges(between):
         print(line)
     for model in summary:
