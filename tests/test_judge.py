@@ -295,10 +295,15 @@ def test_several_judges_are_averaged_and_compared(runs, tmp_path):
 
 # ---- leaderboard -----------------------------------------------------------------------------
 
-def test_judge_column_with_its_interval(runs, tmp_path):
+@pytest.fixture
+def server():
+    with FakeOpenAI(answer=honest_judge) as running:
+        yield running
+
+
+def test_judge_column_with_its_interval(runs, tmp_path, server):
     board = tmp_path / "board"
-    with FakeOpenAI(answer=honest_judge) as server:
-        assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0
+    assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0
     data = json.loads((board / "judge_ratings.json").read_text())
     build_leaderboard(runs, board)
     first = {name: (board / name).read_bytes() for name in ("leaderboard.md", "leaderboard.csv",
@@ -342,10 +347,9 @@ def test_judge_column_with_its_interval(runs, tmp_path):
             f"{len(MODELS) * DOCS} completion(s) rated by both") in md
     assert "per-model Spearman of mean scores:" in md and "judge vs ann:" in md
     # Re-running the judge (all cached) keeps the agreement, which still fits its scores.
-    stored = (board / "judge_ratings.json").read_bytes()
-    with FakeOpenAI(answer=honest_judge) as server:
-        assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0
-        assert server.requests == []
+    stored, sent = (board / "judge_ratings.json").read_bytes(), len(server.requests)
+    assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0
+    assert len(server.requests) == sent
     assert (board / "judge_ratings.json").read_bytes() == stored
 
 
