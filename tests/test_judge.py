@@ -364,7 +364,9 @@ def test_agreement_with_review_page_exports(runs, tmp_path, capsys):
     rows = []
     for doc in key["documents"]:
         for label in doc["labels"]:
-            rows.append([key["review"], "bea", doc["document"], label, *([6] * len(CRITERION_KEYS))])
+            rows.append([key["review"], "bea", doc["document"], label,
+                         *([6] * len(CRITERION_KEYS))])
+    rows[0][-1] = ""  # criteria scored, overall left blank: counted, not compared
     export = tmp_path / "bea.csv"
     with open(export, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
@@ -373,9 +375,15 @@ def test_agreement_with_review_page_exports(runs, tmp_path, capsys):
     assert cli.main(["judge", "agreement", str(export), "--key",
                      str(tmp_path / "review" / "key.json"), "--ratings", str(out)]) == 0
     result = json.loads(out.read_text())["agreement"]
-    assert result["items"] == 3 * len(MODELS)  # every rated completion matched by arXiv id
-    assert result["human_ratings_unmatched"] == 3  # the hidden true continuations
-    assert result["alpha"]["bea"]["items"] == 3 * len(MODELS)
+    # Every rated completion matched by arXiv id, but the one without an overall score.
+    truth = sum(1 for row in rows if key["documents"][int(row[2]) - 1]["labels"][row[3]]["run"]
+                is None)
+    assert truth == 3  # one hidden true continuation per document: no judge score
+    blank_is_truth = key["documents"][int(rows[0][2]) - 1]["labels"][rows[0][3]]["run"] is None
+    assert result["human_ratings_without_overall"] == 1
+    assert result["items"] == 3 * len(MODELS) - (0 if blank_is_truth else 1)
+    assert result["human_ratings_unmatched"] == truth - (1 if blank_is_truth else 0)
+    assert result["alpha"]["bea"]["items"] == result["items"]
 
 
 # ---- agreement -------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ def _agreement(args) -> int:
 
 def register(sub) -> None:
     parser = sub.add_parser(
-        "judge", help="rate completions with an LLM judge on the human rubric (| agreement)",
+        "judge", help="rate completions with an LLM judge on the human rubric; `judge agreement`: "
+        "compare with human ratings",
         description="Rate completions of lm-eval runs with one or more provider models on the "
         "review page's rubric (five criteria plus overall, 1-10). Each request shows the "
         "prompt, the true continuation and one completion, never the model's name. "

@@ -63,9 +63,10 @@ def compare(judge_documents: list[dict], human_ratings: list) -> dict:
         keys["run"][run] = (run, model)
         keys["model"].setdefault(model, (run, model))
     human: dict[tuple, dict[str, float]] = {}   # (run, model, document) -> rater -> score
-    unmatched = 0
+    unmatched = no_overall = 0
     for rating in human_ratings:
         if OVERALL not in rating.scores:
+            no_overall += 1
             continue
         target = _target(rating, keys)
         item = (*target, str(rating.document)) if target else None
@@ -77,7 +78,7 @@ def compare(judge_documents: list[dict], human_ratings: list) -> dict:
     raters = sorted({r for scores in human.values() for r in scores})
     result = {"score": OVERALL, "items": len(items), "raters": raters,
               "human_ratings_used": sum(len(s) for s in human.values()),
-              "human_ratings_unmatched": unmatched}
+              "human_ratings_unmatched": unmatched, "human_ratings_without_overall": no_overall}
     if not items:
         return {**result, "models": [], "spearman": None, "alpha": {}, "alpha_humans": None,
                 "offset": None}
@@ -147,7 +148,7 @@ def describe(result: dict, judges: list[str]) -> list[str]:
         (f"judge agreement ({who}, overall score, {result['items']} completion(s) rated by "
          f"both, {result['human_ratings_used']} human rating(s) from {len(result['raters'])} "
          f"rater(s); {result['human_ratings_unmatched']} human rating(s) matched no judged "
-         "completion)"),
+         f"completion, {result['human_ratings_without_overall']} had no overall score)"),
         f"  per-model Spearman of mean scores: {_fmt(result['spearman'])} over "
         f"{len(models)} model(s)" + ("" if len(models) >= MIN_MODELS
                                      else f" (needs at least {MIN_MODELS})"),
