@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_servers import FakeOpenAI
+from fake_servers import FakeOpenAI, Fault
 from scipy import stats
 
 from harness import cli
@@ -227,6 +227,22 @@ def test_bad_answers_are_reasked_then_counted(runs, tmp_path, abstracts, capsys)
     captured = capsys.readouterr()
     assert "1 without a usable answer, 3 re-asked" in captured.out
     assert "anthropic/claude-rated-x / " + abstracts[2][0] in captured.err
+
+
+def test_transport_faults_are_the_runners_retries(runs, tmp_path, capsys):
+    """A garbled HTTP reply and a 429 are retried by the provider layer, not re-asked."""
+    out = tmp_path / "judge.json"
+    with FakeOpenAI(answer=honest_judge) as server:
+        server.inject(Fault(malformed=True), Fault(status=429, headers={"retry-after": "0"}))
+        spec = (f"openai-compatible:judge-model,base_url={server.base_url},num_concurrent=1,"
+                "backoff_initial=0.01,backoff_max=0.05")
+        assert cli.main(["judge", "--judge", spec, "--runs", str(runs), "--out", str(out),
+                         "--n", "1", "--quiet"]) == 0
+        assert len(server.requests) == len(MODELS) + 2
+    data = json.loads(out.read_text())
+    assert data["failed"] == [] and data["judges"][0]["reasked"] == 0
+    assert len(data["documents"]) == len(MODELS)
+    assert "2 retries" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text, why", [
