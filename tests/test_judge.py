@@ -362,6 +362,14 @@ def test_judge_column_with_its_interval(runs, tmp_path, server):
     assert (f"- judge agreement (openai-compatible:judge-model, overall score, "
             f"{len(MODELS) * DOCS} completion(s) rated by both") in md
     assert "per-model Spearman of mean scores:" in md and "judge vs ann:" in md
+    assert "judge rating of" not in md
+    # A judged model whose run is gone is said, not dropped.
+    gone = runs / "TinyOrg__tiny-base"
+    gone.rename(tmp_path / "moved")
+    build_leaderboard(runs, tmp_path / "board2", judge_ratings=board / "judge_ratings.json")
+    md2 = (tmp_path / "board2" / "leaderboard.md").read_text()
+    assert f"- judge rating of tiny-base (no measured row): {tiny['mean']:.2f} (n={DOCS})" in md2
+    (tmp_path / "moved").rename(gone)
     # Re-running the judge (all cached) keeps the agreement, which still fits its scores.
     stored, sent = (board / "judge_ratings.json").read_bytes(), len(server.requests)
     assert judge(server, runs, board / "judge_ratings.json", "--n", "all") == 0

@@ -49,7 +49,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]
     notes += _unmatched_ratings(rated, scan.runs, labels)
-    notes += _judge_notes(judged)
+    notes += _judge_notes(judged, {run.run_id for run in scan.runs} | set(labels.values()))
     skips = [(skip.path, skip.reason) for skip in scan.skips]
     source = str(reported.get("source", "reference study"))
 
@@ -94,8 +94,9 @@ def _judge_ratings(path: Path | None, out_dir: Path) -> dict | None:
     return ratings.load(path if path is not None else out_dir / ratings.DEFAULT_NAME)
 
 
-def _judge_notes(judged: dict | None) -> list[str]:
-    """What the Judge column rests on, and how far it agrees with people."""
+def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
+    """What the Judge column rests on, how far it agrees with people, and judged models that
+    are no row here."""
     if not judged:
         return []
     from harness.judge import agreement
@@ -110,6 +111,12 @@ def _judge_notes(judged: dict | None) -> list[str]:
     notes += [line.strip() for line in agreement.describe_judges(judged.get("between_judges"))]
     if judged.get("agreement"):
         notes += [line.strip() for line in agreement.describe(judged["agreement"], judges)]
+    for entry in judged.get("models", []):
+        if entry.get("run") not in known and entry.get("model") not in known:
+            mean = entry.get("mean")
+            shown = f"{mean:.2f}" if isinstance(mean, (int, float)) else "n/a"
+            notes.append(f"judge rating of {entry.get('model')!s} (no measured row): {shown} "
+                         f"(n={entry.get('documents')})")
     return notes
 
 
