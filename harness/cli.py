@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "harness.evaluate",     # eval
     "harness.leaderboard",  # leaderboard
     "harness.review",       # review build|import
+    "harness.judge",        # judge [agreement]
     "harness.demo",         # demo
 ]
 

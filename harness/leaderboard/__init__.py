@@ -27,7 +27,7 @@ class Built:
 
 
 def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
-          reported_file: Path | None = None) -> Built:
+          reported_file: Path | None = None, judge_ratings: Path | None = None) -> Built:
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
     from harness.leaderboard import figures, human, page, render, runs, table
 
@@ -41,11 +41,15 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
                             "`feyntune review import`)")
     ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
     rated = human.load(ratings_path)
-    measured_rows, reported_rows = table.build_rows(scan.runs, reported, human.by_key(rated))
+    judged = _judge_ratings(judge_ratings, out_dir)
+    measured_rows, reported_rows = table.build_rows(
+        scan.runs, reported, human.by_key(rated),
+        human.by_key(judged.get("models", [])) if judged else None)
     labels = table.run_labels(scan.runs)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]
     notes += _unmatched_ratings(rated, scan.runs, labels)
+    notes += _judge_notes(judged, {run.run_id for run in scan.runs} | set(labels.values()))
     skips = [(skip.path, skip.reason) for skip in scan.skips]
     source = str(reported.get("source", "reference study"))
 
@@ -81,8 +85,44 @@ def _unmatched_ratings(rated: list[dict], runs: list, labels: dict[str, str]) ->
     return notes
 
 
+def _judge_ratings(path: Path | None, out_dir: Path) -> dict | None:
+    from harness.judge import ratings
+
+    if path is not None and not Path(path).is_file():
+        raise FeynTuneError(f"--judge-ratings {path} does not exist (write it with "
+                            "`feyntune judge`)")
+    return ratings.load(path if path is not None else out_dir / ratings.DEFAULT_NAME)
+
+
+def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
+    """What the Judge column rests on, how far it agrees with people, and judged models that
+    are no row here."""
+    if not judged:
+        return []
+    from harness.judge import agreement
+
+    judges = [j["judge"] for j in judged.get("judges", [])]
+    rubric = (judged.get("rubric") or {}).get("version")
+    failed = len(judged.get("failed", []))
+    left_out = (f"{failed} completion(s) without a usable judge answer, left out" if failed
+                else "every chosen completion scored")
+    notes = [f"Judge column: {', '.join(judges)} on rubric {rubric}, seed {judged.get('seed')}; "
+             + left_out]
+    notes += [line.strip() for line in agreement.describe_judges(judged.get("between_judges"))]
+    if judged.get("agreement"):
+        notes += [line.strip() for line in agreement.describe(judged["agreement"], judges)]
+    for entry in judged.get("models", []):
+        if entry.get("run") not in known and entry.get("model") not in known:
+            mean = entry.get("mean")
+            shown = f"{mean:.2f}" if isinstance(mean, (int, float)) else "n/a"
+            notes.append(f"judge rating of {entry.get('model')!s} (no measured row): {shown} "
+                         f"(n={entry.get('documents')})")
+    return notes
+
+
 def _run(args) -> int:
-    built = build(Path(args.runs), Path(args.out), Path(args.ratings) if args.ratings else None)
+    built = build(Path(args.runs), Path(args.out), Path(args.ratings) if args.ratings else None,
+                  judge_ratings=Path(args.judge_ratings) if args.judge_ratings else None)
     for skip in built.skipped:
         print(f"feyntune leaderboard: skipped {skip}", file=sys.stderr)
     for note in built.notes:
@@ -107,4 +147,7 @@ def register(sub) -> None:
     parser.add_argument("--ratings", default=None,
                         help="human ratings from `feyntune review import` "
                         "(default: OUT/human_ratings.json when present)")
+    parser.add_argument("--judge-ratings", default=None,
+                        help="LLM judge ratings from `feyntune judge` "
+                        "(default: OUT/judge_ratings.json when present)")
     parser.set_defaults(func=_run)

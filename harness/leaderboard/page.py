@@ -37,7 +37,7 @@ def _sort_value(value) -> str:
 
 def _is_numeric(column) -> bool:
     return column.digits is not None or column.key in {"documents", "human_n", "max_tokens",
-                                                       "limit"}
+                                                       "limit", "judge_n"}
 
 
 def _header() -> str:

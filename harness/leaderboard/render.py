@@ -83,6 +83,15 @@ def _human_cell(row: dict) -> str:
     return f"{mean} (n={row['human_n']})" if row.get("human_n") else mean
 
 
+def _judge_cell(row: dict) -> str:
+    mean = display(_BY_KEY["judge_mean"], row.get("judge_mean"))
+    if row.get("judge_ci_low") is None:
+        return mean
+    low = display(_BY_KEY["judge_ci_low"], row["judge_ci_low"])
+    high = display(_BY_KEY["judge_ci_high"], row["judge_ci_high"])
+    return f"{mean} [{low}, {high}] (n={row['judge_n']})"
+
+
 def _plain(key: str):
     return lambda row: display(_BY_KEY[key], row.get(key))
 
@@ -105,6 +114,7 @@ _MD_MEASURED = [
     ("Repetition", _plain("repetition_mean")),
     ("Completion words", _plain("completion_words_mean")),
     ("Human", _human_cell),
+    ("Judge [95% CI]", _judge_cell),
     ("Date (UTC)", _plain("date")),
     ("Temp", _plain("temperature")),
     ("Max tokens", _plain("max_tokens")),

@@ -83,6 +83,11 @@ COLUMNS = [
     Column("semscore_fresh_gap_ci_high", "SemScore gap 95% high", 3),
     Column("human_mean", "Human", 2, note="human rating, 1-10"),
     Column("human_n", "Ratings"),
+    # feyntune judge (issue 15): an LLM's overall rating on the human rubric.
+    Column("judge_mean", "Judge", 2, note="LLM judge's overall rating, 1-10, mean over documents"),
+    Column("judge_ci_low", "Judge 95% low", 2, note="bootstrap 95% percentile interval"),
+    Column("judge_ci_high", "Judge 95% high", 2, note="bootstrap 95% percentile interval"),
+    Column("judge_n", "Judged docs", note="documents the judge rated"),
     Column("date", "Date (UTC)"),
     Column("temperature", "Temp", 2),
     Column("max_tokens", "Max tokens"),
@@ -173,7 +178,7 @@ def _fresh_stats(run: Run, row: dict) -> None:
                     f"{metric}_fresh_gap_ci_high": gap.ci_high})
 
 
-def measured_row(run: Run, label: str, human: dict | None) -> dict:
+def measured_row(run: Run, label: str, human: dict | None, judge: dict | None = None) -> dict:
     ident = run.identity
     row = dict.fromkeys(COLUMN_KEYS)
     # Standard documents only: fresh ones are counted in their own column.
@@ -202,6 +207,9 @@ def measured_row(run: Run, label: str, human: dict | None) -> dict:
     if human:
         row["human_mean"] = human.get("mean")
         row["human_n"] = human.get("n")
+    if judge:
+        row.update(judge_mean=judge.get("mean"), judge_ci_low=judge.get("ci_low"),
+                   judge_ci_high=judge.get("ci_high"), judge_n=judge.get("documents"))
     return row
 
 
@@ -272,12 +280,16 @@ def sort_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=key)
 
 
-def build_rows(runs: list[Run], reported: dict, human: dict) -> tuple[list[dict], list[dict]]:
-    """(measured rows, reported rows), each sorted; `human` maps run id or label to ratings."""
+def build_rows(runs: list[Run], reported: dict, human: dict,
+               judge: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """(measured rows, reported rows), each sorted; `human` and `judge` map run id or label to
+    ratings."""
     labels = run_labels(runs)
+    judge = judge or {}
     measured = []
     for run in runs:
         label = labels[run.run_id]
         ratings = human.get(run.run_id) or human.get(label)
-        measured.append(measured_row(run, label, ratings))
+        judged = judge.get(run.run_id) or judge.get(label)
+        measured.append(measured_row(run, label, ratings, judged))
     return sort_rows(measured), sort_rows(reported_rows(reported))
