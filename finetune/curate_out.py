@@ -67,17 +67,24 @@ def _owned(manifest: dict[str, Any] | None) -> set[str]:
     return names
 
 
-def check_replaceable(out: Path, manifest: dict[str, Any] | None,
-                      folders: dict[str, tuple[str, ...]]) -> None:
-    """Refuse unless every folder to be replaced (name -> the files a build writes in it) is
-    absent, or listed in the manifest and holding only those files."""
-    if manifest is None and out.is_dir():
+def refuse_foreign(out: Path) -> dict[str, Any] | None:
+    """The previous build's manifest of an existing folder; a folder that is not a build's
+    output (and not empty) is refused before anything is written into it."""
+    manifest = read_manifest(out)
+    if manifest is None:
         foreign = sorted(p.name for p in out.iterdir() if not is_own_entry(p.name))
         if foreign:
             raise FeynTuneError(
                 f"--out {out} is a non-empty folder that is not a `feyntune data build` output "
                 f"(no {MANIFEST}; it holds {', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder")
+    return manifest
+
+
+def check_replaceable(out: Path, manifest: dict[str, Any] | None,
+                      folders: dict[str, tuple[str, ...]]) -> None:
+    """Refuse unless every folder to be replaced (name -> the files a build writes in it) is
+    absent, or listed in the manifest and holding only those files."""
     owned = _owned(manifest)
     for name, files in folders.items():
         path = out / name
@@ -144,18 +151,21 @@ class OutputFolder:
         self.manifest: dict[str, Any] | None = None
         self._fd: int | None = None
         self._created = False
+        self._lock_created = False
         self._stage: Path | None = None
 
     def __enter__(self) -> OutputFolder:  # noqa: PYI034 (py3.10: no typing.Self)
         out = self.out
         if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
             raise FeynTuneError(f"--out {out} exists and is not a folder")
-        if not out.exists():
+        if out.is_dir():
+            refuse_foreign(out)
+        else:
             out.mkdir(parents=True, exist_ok=True)  # a concurrent build may make it too
             self._created = True
         try:
             self._lock()
-            self.manifest = read_manifest(out)
+            self.manifest = refuse_foreign(out)  # again, now that no other build can write
             for stale in out.glob(STAGE_PREFIX + "*"):
                 shutil.rmtree(stale, ignore_errors=True)
         except BaseException:
@@ -165,7 +175,11 @@ class OutputFolder:
 
     def _lock(self) -> None:
         path = self.out / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            self._lock_created = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # A failed first build removes its folder; a lock taken on that removed file is void.
@@ -206,13 +220,13 @@ class OutputFolder:
         if self._stage is not None:
             shutil.rmtree(self._stage, ignore_errors=True)
             self._stage = None
-        lock = self.out / LOCK_NAME
-        if failed and self._created and self._fd is not None:
-            # Nothing was written into the folder this build made: leave no trace of it.
+        if failed and self._lock_created and self._fd is not None:
+            # A build that wrote nothing leaves no trace: not its lock, not the folder it made.
             with contextlib.suppress(OSError):
-                if [p.name for p in self.out.iterdir()] == [LOCK_NAME]:
-                    lock.unlink()
-                    self.out.rmdir()
+                if not (self.out / MANIFEST).exists():
+                    (self.out / LOCK_NAME).unlink()
+                if self._created:
+                    self.out.rmdir()  # only when empty
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
