@@ -77,8 +77,8 @@ def mixes(base: dict[str, dict[str, Dataset]], seed: int = 42) -> dict[str, dict
 
         n = len(th)
         k15 = int(0.15 * n)
-        s2_ph = s2.filter(lambda r: r["categories"].startswith("hep-ph"))
-        s2_gr = s2.filter(lambda r: r["categories"].startswith("gr-qc"))
+        s2_ph = s2.filter(lambda c: c.startswith("hep-ph"), input_columns="categories")
+        s2_gr = s2.filter(lambda c: c.startswith("gr-qc"), input_columns="categories")
         gr_part = head(gr.shuffle(seed=seed), int(prop * len(gr)))
         ph_part = head(ph.shuffle(seed=seed), len(th) - len(gr_part))
         cs_needed = len(gr) + len(ph) - len(qb)
