@@ -147,7 +147,7 @@ def load_config(path: str | os.PathLike | None = None) -> CurationConfig:
         loose = [c for c in spec.get("categories", []) if c not in config.categories]
         if spec["kind"] == "selection" and (loose or not spec.get("categories")):
             raise FeynTuneError(f"{path}: selection {name} needs `categories`, a list of curated "
-                                f"categories (not {', '.join(map(repr, loose)) or 'none'})")
+                                "categories" + (f"; {', '.join(loose)} are not" if loose else ""))
     if any(not c or re.search(r"\s", c) for c in config.categories):
         raise FeynTuneError(f"{path}: a category name is empty or holds whitespace")
     config.closure(list(config.sets))  # rejects cycles
@@ -450,7 +450,8 @@ def downsample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 def select_together(by_category: dict[str, list[int]], categories: list[str]) -> np.ndarray:
     """One selection of the records of several categories in snapshot order (the reference's s2:
-    a single pass keeping primary hep-ph OR gr-qc); rows number the kept records in that order."""
+    a single pass keeping primary hep-ph OR gr-qc); rows number the kept records in that order.
+    Down-sampling applies to a category's own dataset, not to its records in a selection."""
     parts = [np.asarray(by_category[c], dtype=np.int64) for c in categories]
     return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
@@ -700,8 +701,18 @@ def _build_into(folder: curate_out.OutputFolder, snap: snapshot_io.SnapshotFile,
     if fresh is not None:
         manifest["fresh"] = {**fresh.manifest, "excluded_from_sets": names}
 
+    try:
+        merged = _write(folder, collection.lines, names, mixes, fresh, manifest, digest,
+                        list(config.sets))
+    except OSError as err:  # a full disk, a folder made read-only meanwhile, ...
+        raise FeynTuneError(f"cannot write into {folder.out}: {err}") from err
+    return BuildResult(out=folder.out, manifest=manifest, merged=merged)
+
+
+def _write(folder: curate_out.OutputFolder, lines: list[bytes], names: list[str],
+           mixes: dict[str, Mix], fresh: FreshSplit | None, manifest: dict[str, Any],
+           digest: snapshot_io.BackgroundSha256, order: list[str]) -> dict[str, Any]:
     stage = folder.stage()
-    lines = collection.lines
     for name in names:
         (stage / name).mkdir()
         for split in SPLITS:
@@ -711,9 +722,8 @@ def _build_into(folder: curate_out.OutputFolder, snap: snapshot_io.SnapshotFile,
         (stage / FRESH_DIR).mkdir()
         with open(stage / FRESH_DIR / "test.jsonl", "wb", buffering=1 << 20) as handle:
             handle.writelines(map(lines.__getitem__, fresh.rows.tolist()))
-    input_info["sha256"] = digest.result()
-    merged = folder.commit(manifest, list(config.sets))
-    return BuildResult(out=folder.out, manifest=manifest, merged=merged)
+    manifest["input"]["sha256"] = digest.result()
+    return folder.commit(manifest, order)
 
 
 def summary(result: BuildResult) -> str:

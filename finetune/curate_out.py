@@ -158,19 +158,22 @@ class OutputFolder:
         out = self.out
         if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
             raise FeynTuneError(f"--out {out} exists and is not a folder")
-        if out.is_dir():
-            refuse_foreign(out)
-        else:
-            out.mkdir(parents=True, exist_ok=True)  # a concurrent build may make it too
-            self._created = True
         try:
-            self._lock()
-            self.manifest = refuse_foreign(out)  # again, now that no other build can write
-            for stale in out.glob(STAGE_PREFIX + "*"):
-                shutil.rmtree(stale, ignore_errors=True)
-        except BaseException:
-            self._release(failed=True)
-            raise
+            if out.is_dir():
+                refuse_foreign(out)
+            else:
+                out.mkdir(parents=True, exist_ok=True)  # a concurrent build may make it too
+                self._created = True
+            try:
+                self._lock()
+                self.manifest = refuse_foreign(out)  # again, now that no other build can write
+                for stale in out.glob(STAGE_PREFIX + "*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            except BaseException:
+                self._release(failed=True)
+                raise
+        except OSError as err:
+            raise FeynTuneError(f"cannot use --out {out}: {err}") from err
         return self
 
     def _lock(self) -> None:

@@ -383,7 +383,16 @@ def test_config_is_data_and_validated(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(FeynTuneError, match="in terms of itself"):
         curate.load_config(bad)
-    del raw["sets"]["s11"], raw["sets"]["s12"]
+    del raw["sets"]["s12"]
+    raw["sets"]["s11"] = {"kind": "selection", "categories": ["hep-ph", "astro-ph"]}
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FeynTuneError, match="astro-ph"):
+        curate.load_config(bad)
+    raw["sets"]["s11"] = {"kind": "selection"}
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FeynTuneError, match="selection s11 needs `categories`"):
+        curate.load_config(bad)
+    del raw["sets"]["s11"]
     bad.write_text(yaml.safe_dump(raw))
     assert curate.load_config(bad).sets == config.sets
 
