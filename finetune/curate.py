@@ -256,8 +256,8 @@ class Collection:
         """The rows (in their order) whose `categories` string starts with `prefix`."""
         table = np.fromiter((lead.startswith(prefix) for lead in self.leads), dtype=bool,
                             count=len(self.leads))
-        codes = np.frombuffer(self.lead_code, dtype=np.uint32) if len(self.lead_code) else \
-            np.zeros(0, dtype=np.uint32)
+        codes = np.frombuffer(self.lead_code, dtype=f"u{self.lead_code.itemsize}") \
+            if len(self.lead_code) else np.zeros(0, dtype=np.uint32)
         return rows[table[codes[rows]]] if len(rows) else rows
 
     def _parse_rejected(self, line: bytes) -> Any:
