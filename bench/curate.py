@@ -4,7 +4,8 @@ Builds a snapshot of >= 200,000 records by replicating the shared arXiv sample u
 then runs, each in its own process so time and peak memory are its own:
 - feyntune: `feyntune data build` (all ten sets);
 - reference: `pandas.read_json(lines=True)` of the whole file, filtering on the frame, then the
-  splits and mixes with datasets and `to_json` per split (how the reference study worked).
+  splits and mixes with datasets and `to_json` per split (how the reference study worked; the
+  independent implementation in tests/curate_reference.py).
 Prints wall time and peak RSS of both, the ratios (target: >= 3x faster, <= 1/3 of the memory),
 checks that both wrote the same ids in the same order, and projects to the full snapshot.
 
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("FEYNTUNE_SHARED_DATA", REPO.parent / "shared" / "data")) / \
     "arxiv" / "arxiv-sample.jsonl"
 SPLITS = ("train", "validation", "test")
-FULL_LINES = 2_542_615        # Kaggle snapshot of Aug 2024 (DESIGN.md)
+FULL_LINES = 2_542_615        # Kaggle snapshot of Aug 2024 (docs/reference.md)
 FULL_BYTES = 4.5 * 1024**3    # its size, about 4.5 GB
 
 
@@ -59,57 +60,18 @@ def measured(cmd: list[str]) -> tuple[float, int]:
 
 
 def reference_worker(snapshot: str, out: str) -> None:
-    """The reference study's approach: the whole snapshot in one pandas frame."""
-    import pandas as pd
-    from datasets import Dataset, concatenate_datasets
+    """The reference study's approach: the whole snapshot in one pandas frame, then datasets
+    (tests/curate_reference.py, the independent implementation the tests hold curation to)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import curate_reference as reference
 
-    from harness.abstracts import CONTROL_IDS
-
-    df = pd.read_json(snapshot, lines=True, dtype={"id": str})
-    df = df[~df["id"].isin(CONTROL_IDS)]
-    withdrawn = (df["comments"].fillna("").str.lower().str.contains("withdrawn")
-                 | df["abstract"].str.contains("[Ww]ithdrawn"))
-    df = df[~withdrawn].copy()
-    df["orig_abstract"] = df["abstract"]
-    df["abstract"] = df["abstract"].str.replace(r"\n\s*", " ", regex=True).str.strip()
-    primary = df["categories"].str.split().str[0]
-    splits = {}
-    for cat in ("hep-th", "hep-ph", "gr-qc", "q-bio", "cs"):
-        ds = Dataset.from_pandas(df[(primary == cat) | primary.str.startswith(cat + ".")],
-                                 preserve_index=False)
-        if cat == "cs" and len(ds) > 200_000:
-            ds = ds.shuffle(seed=42).select(range(200_000))
-        first = ds.train_test_split(train_size=0.7, seed=42, shuffle=True)
-        second = first["test"].train_test_split(test_size=0.5, seed=42)
-        splits[cat] = {"train": first["train"], "validation": second["train"],
-                       "test": second["test"]}
+    df = reference.load_frame(snapshot)
+    base = reference.base_datasets(df, columns=None)  # every field, as the study kept them
     del df
-
-    def head(ds, n):
-        return ds.select(range(max(0, min(n, len(ds)))))
-
-    for s in SPLITS:
-        th, ph, gr = splits["hep-th"][s], splits["hep-ph"][s], splits["gr-qc"][s]
-        qb, cs = splits["q-bio"][s], splits["cs"][s]
-
-        def mix(*parts):
-            return concatenate_datasets(list(parts)).shuffle(seed=42)
-
-        n, k = len(th), int(0.15 * len(th))
-        frac = n / (len(ph) + len(gr))
-        s2 = mix(ph, gr)
-        s3 = mix(th, s2)
-        sets = {
-            "s1": th, "s2": s2, "s3": s3,
-            "s4": mix(head(th, n - 2 * k), head(ph, k), head(gr, k)),
-            "s5": mix(head(th, n - k), head(gr, k)), "s6": mix(head(th, n - k), head(ph, k)),
-            "s7": mix(th, gr), "s8": mix(th, ph),
-            "s9": mix(head(ph, int(frac * len(ph))), head(gr, int(frac * len(gr)))),
-            "s10": mix(th, qb, head(cs, len(s3) - len(th) - len(qb))),
-        }
-        for name, ds in sets.items():
-            Path(out, name).mkdir(parents=True, exist_ok=True)
-            ds.to_json(Path(out, name, f"{s}.jsonl"), lines=True, force_ascii=False)
+    for name, splits in reference.mixes(base).items():
+        Path(out, name).mkdir(parents=True, exist_ok=True)
+        for split, ds in splits.items():
+            ds.to_json(Path(out, name, f"{split}.jsonl"), lines=True, force_ascii=False)
 
 
 def ids_of(path: Path) -> list[str]:

@@ -1,12 +1,14 @@
 """`feyntune data build`: the Kaggle arXiv metadata snapshot -> the reference study's ten mixes.
 
-Pipeline (DESIGN.md section 2; the rules themselves live in harness/abstracts.py):
+Pipeline (docs/reference.md, section Curation; the record rules live in harness/abstracts.py):
 1. stream the snapshot once, keeping only records whose primary category is curated
    (drop controls, then withdrawn papers, clean the abstract; bad input skipped and counted);
-2. down-sample cs to 200,000 records (seed 42);
-3. split every category with datasets.Dataset.train_test_split, 70 / 15 / 15, seed 42;
+2. down-sample cs to 200,000 records the way pandas `DataFrame.sample(random_state=seed)` does;
+3. split every base dataset with datasets.Dataset.train_test_split, 70 / 15 / 15, seed 42: each
+   category, and each `selection` set (s2: hep-ph OR gr-qc, selected together, split once);
 4. compose each mix split by split as `finetune/sets.yaml` describes, shuffled with seed 42;
-5. write `<out>/<set>/{train,validation,test}.jsonl` and `<out>/manifest.json` atomically;
+5. write `<out>/<set>/{train,validation,test}.jsonl` and merge `<out>/manifest.json`
+   (finetune/curate_out.py: only the set folders written are replaced, under a lock);
 with `--fresh-after DATE`, hep-th records first versioned after DATE leave every split (after
 step 3, so the rest keep their splits) for `<out>/hepth-fresh/test.jsonl` (issue 9).
 
@@ -21,10 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
+import re
 import sys
-import tempfile
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ import numpy as np
 import orjson
 import yaml
 
+from finetune import curate_out
 from finetune import snapshot as snapshot_io
 from harness import __version__, freshness
 from harness.abstracts import (
@@ -59,9 +62,9 @@ REQUIRED_FIELDS = ("id", "categories", "abstract")
 # Reasons a line of the input is not used although it may be a curated record (bad input).
 SKIP_REASONS = (
     "blank_line", "invalid_utf8", "malformed_json", "missing_field", "invalid_unicode",
-    "empty_abstract", "duplicate_id",
+    "empty_abstract", "duplicate_id", "truncated_input",
 )
-SET_KINDS = ("category", "union", "percentage", "proportional", "fill")
+SET_KINDS = ("category", "selection", "union", "percentage", "proportional", "fill")
 _PROGRESS_EVERY = 1 << 14
 
 
@@ -77,8 +80,10 @@ class CurationConfig:
 
     def parts_of(self, name: str) -> list[str]:
         spec = self.sets[name]
-        refs = [spec.get("category"), spec.get("major"), spec.get("size_of"), spec.get("filler")]
-        refs += list(spec.get("parts", [])) + list(spec.get("minor", []))
+        refs = [spec.get("category"), spec.get("major"), spec.get("filler"),
+                spec.get("minor_from")]
+        refs += _as_list(spec.get("size_of")) + list(spec.get("parts", []))
+        refs += list(spec.get("minor", [])) + list(spec.get("categories", []))
         return [ref for ref in refs if ref]
 
     def closure(self, names: list[str]) -> tuple[list[str], list[str]]:
@@ -107,6 +112,12 @@ class CurationConfig:
         return ordered, [c for c in self.categories if c in categories]
 
 
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def load_config(path: str | os.PathLike | None = None) -> CurationConfig:
     path = Path(path) if path else DEFAULT_CONFIG
     try:
@@ -133,12 +144,19 @@ def load_config(path: str | os.PathLike | None = None) -> CurationConfig:
             if ref not in known:
                 raise FeynTuneError(f"{path}: set {name} refers to {ref!r}, which is neither a "
                                     "curated category nor a set")
+        loose = [c for c in spec.get("categories", []) if c not in config.categories]
+        if spec["kind"] == "selection" and (loose or not spec.get("categories")):
+            raise FeynTuneError(f"{path}: selection {name} needs `categories`, a list of curated "
+                                "categories" + (f"; {', '.join(loose)} are not" if loose else ""))
+    if any(not c or re.search(r"\s", c) for c in config.categories):
+        raise FeynTuneError(f"{path}: a category name is empty or holds whitespace")
     config.closure(list(config.sets))  # rejects cycles
     return config
 
 
 # ----------------------------------------------------------------------------- streaming
 _CATEGORIES_KEY = b'"categories":'
+_LEAD = re.compile(r"\S*")
 
 
 def peek_primary(line: bytes) -> str | None:
@@ -179,6 +197,12 @@ class Collection:
     skipped: Counter = field(default_factory=Counter)
     lines_read: int = 0
     other_categories: int = 0
+    # Per kept record, the index in `leads` of the leading run of non-blanks of its
+    # `categories`: `categories.startswith(name)` equals `lead.startswith(name)` for a name
+    # without whitespace, so the "categories starts with" rule needs no second parse.
+    lead_code: array = field(default_factory=lambda: array("I"))
+    leads: list[str] = field(default_factory=list)
+    truncated_at: int | None = None  # line number of a last line cut off mid-record
 
     def __post_init__(self) -> None:
         for name in self.categories:
@@ -186,6 +210,7 @@ class Collection:
             self.counts[name] = Counter()
         self._category_of_primary: dict[str, str | None] = {}
         self._ids: set[str] = set()
+        self._lead_index: dict[str, int] = {}
 
     def category_of(self, primary: str) -> str | None:
         try:
@@ -198,11 +223,42 @@ class Collection:
 
     def add_line(self, line: bytes) -> None:
         self.lines_read += 1
+        if not line.endswith(b"\n") and self._truncated(line):
+            return
         primary = peek_primary(line)
         if primary is not None and self.category_of(primary) is None:
             self.other_categories += 1
             return
         self._add_parsed(line)
+
+    def _truncated(self, line: bytes) -> bool:
+        """Only the last line can lack its newline: one that is not a whole JSON value is a
+        download cut off mid-record, counted apart from other malformed lines."""
+        if not line.strip():
+            return False
+        try:
+            json.loads(line)
+        except ValueError:
+            self.skipped["truncated_input"] += 1
+            self.truncated_at = self.lines_read
+            return True
+        return False
+
+    def _lead(self, categories: str) -> int:
+        lead = _LEAD.match(categories).group()
+        code = self._lead_index.get(lead)
+        if code is None:
+            code = self._lead_index[lead] = len(self.leads)
+            self.leads.append(lead)
+        return code
+
+    def starting_with(self, rows: np.ndarray, prefix: str) -> np.ndarray:
+        """The rows (in their order) whose `categories` string starts with `prefix`."""
+        table = np.fromiter((lead.startswith(prefix) for lead in self.leads), dtype=bool,
+                            count=len(self.leads))
+        codes = np.frombuffer(self.lead_code, dtype=f"u{self.lead_code.itemsize}") \
+            if len(self.lead_code) else np.zeros(0, dtype=np.uint32)
+        return rows[table[codes[rows]]] if len(rows) else rows
 
     def _parse_rejected(self, line: bytes) -> Any:
         """Why orjson refused a line (counted), or the record when only orjson refuses it.
@@ -284,6 +340,7 @@ class Collection:
             self.skipped["invalid_unicode"] += 1
             return
         self._ids.add(arxiv_id)
+        self.lead_code.append(self._lead(record["categories"]))
         counts["kept"] += 1
         self.by_category[category].append(len(self.lines))
         self.category_code.append(self.categories.index(category))
@@ -381,12 +438,22 @@ def shuffle_rows(rows: np.ndarray, seed: int) -> np.ndarray:
 
 
 def downsample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """`Dataset.shuffle(seed=seed).select(range(limit))`, the documented idiom for a random
-    subset with datasets, which the reference used for everything else; a category already
-    within the limit is left untouched (nothing to down-sample)."""
-    if len(rows) <= limit:
-        return np.asarray(rows, dtype=np.int64)
-    return shuffle_rows(rows, seed)[:limit]
+    """`DataFrame.sample(n=limit, replace=False, random_state=seed)`, as the reference drew its cs
+    records: pandas takes `RandomState(seed).permutation(N)[:limit]`, and the sample keeps that
+    drawn order into the split. pandas refuses a sample larger than the frame, so a category
+    smaller than the limit is kept whole, in snapshot order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < limit:
+        return rows
+    return rows[np.random.RandomState(seed).permutation(len(rows))[:limit]]
+
+
+def select_together(by_category: dict[str, list[int]], categories: list[str]) -> np.ndarray:
+    """One selection of the records of several categories in snapshot order (the reference's s2:
+    a single pass keeping primary hep-ph OR gr-qc); rows number the kept records in that order.
+    Down-sampling applies to a category's own dataset, not to its records in a selection."""
+    parts = [np.asarray(by_category[c], dtype=np.int64) for c in categories]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -402,41 +469,63 @@ def _take(rows: np.ndarray, wanted: int, part: str, split: str, shortfalls: list
     return rows[:max(wanted, 0)]
 
 
-def compose(config: CurationConfig, name: str, resolve, seed: int) -> Mix:
-    """One mix, split by split, from the rows of its parts (`resolve(part, split)`)."""
+def _size(refs: Any, resolve, split: str) -> int:
+    return sum(len(resolve(ref, split)) for ref in _as_list(refs))
+
+
+def compose(config: CurationConfig, name: str, resolve, seed: int,
+            starting_with=None) -> Mix:
+    """One mix, split by split, from the rows of its parts (`resolve(part, split)`).
+
+    `starting_with(rows, prefix)` keeps the rows whose `categories` string starts with prefix
+    (Collection.starting_with); only `percentage` sets with `minor_from` use it.
+    """
     spec = config.sets[name]
     kind = spec["kind"]
     mix = Mix(rows={})
+    if kind in ("category", "selection"):  # a base dataset's split as it comes, not reshuffled
+        base = spec["category"] if kind == "category" else name
+        mix.rows = {split: resolve(base, split) for split in SPLITS}
+        return mix
+    if kind == "proportional":
+        # One factor for every split, from the totals over all splits (s9: n_hepth / (n_grqc +
+        # n_hepph)), as the reference computed it on the whole datasets.
+        total = sum(_size(spec["parts"], resolve, split) for split in SPLITS)
+        factor = sum(_size(spec["size_of"], resolve, split) for split in SPLITS) / total \
+            if total else 0.0
     for split in SPLITS:
         short = mix.shortfalls
-        if kind == "category":
-            mix.rows[split] = resolve(spec["category"], split)
-            continue
         if kind == "union":
             pieces = [resolve(part, split) for part in spec["parts"]]
         elif kind == "percentage":
-            # n = size of s1's split; k15 = int(0.15 n) of each minor category; the first
-            # n - m * k15 of the major one (m minor categories), as in the reference.
-            n = len(resolve(spec["size_of"], split))
+            # n = the size_of split; k15 = int(0.15 n) of each minor category (from `minor_from`
+            # filtered by `categories` prefix when given); the major's first n - m k15.
+            n = _size(spec["size_of"], resolve, split)
             k = int(spec["minor_fraction"] * n)
-            major = resolve(spec["major"], split)
-            pieces = [_take(major, n - len(spec["minor"]) * k, spec["major"], split, short)]
-            pieces += [_take(resolve(m, split), k, m, split, short) for m in spec["minor"]]
+            pieces = [_take(resolve(spec["major"], split), n - len(spec["minor"]) * k,
+                            spec["major"], split, short)]
+            for minor in spec["minor"]:
+                source = resolve(minor, split) if not spec.get("minor_from") else \
+                    starting_with(resolve(spec["minor_from"], split), minor)
+                pieces.append(_take(source, k, minor, split, short))
         elif kind == "proportional":
-            # Each part shrinks by the same factor f = n_target / n_parts, so the mix keeps the
-            # parts' natural proportions at the target's size (s9: f = n_hepth/(n_hepph+n_grqc)).
-            target = len(resolve(spec["size_of"], split))
-            parts = [resolve(part, split) for part in spec["parts"]]
-            total = sum(len(p) for p in parts)
-            fraction = target / total if total else 0.0
-            pieces = [_take(rows, int(fraction * len(rows)), part, split, short)
-                      for part, rows in zip(spec["parts"], parts)]
-        else:  # fill: the parts whole, the filler's first records up to the target size
-            target = len(resolve(spec["size_of"], split))
+            # Each part but the last: its split shuffled, the first int(factor * len); the last
+            # part's shuffled split fills up to the size_of split exactly.
+            target = _size(spec["size_of"], resolve, split)
+            *firsts, last = spec["parts"]
+            pieces = []
+            for part in firsts:
+                rows = shuffle_rows(resolve(part, split), seed)
+                pieces.append(_take(rows, int(factor * len(rows)), part, split, short))
+            room = target - sum(len(p) for p in pieces)
+            pieces.append(_take(shuffle_rows(resolve(last, split), seed), room, last, split,
+                                short))
+        else:  # fill: the parts whole, the filler's shuffled split up to the size_of total
+            target = _size(spec["size_of"], resolve, split)
             pieces = [resolve(part, split) for part in spec["parts"]]
             room = target - sum(len(p) for p in pieces)
-            pieces.append(_take(resolve(spec["filler"], split), room, spec["filler"], split,
-                                short))
+            pieces.append(_take(shuffle_rows(resolve(spec["filler"], split), seed), room,
+                                spec["filler"], split, short))
         mix.rows[split] = shuffle_rows(np.concatenate(pieces).astype(np.int64), seed)
     return mix
 
@@ -454,8 +543,9 @@ class FreshSplit:
 
 def move_fresh(collection: Collection, category_rows: dict[str, dict[str, np.ndarray]],
                cut: dt.date, seed: int) -> FreshSplit:
-    """Take the hep-th records first versioned after `cut` out of the hep-th splits (in place,
-    keeping the order of the rest) and return them, shuffled with `seed` like every split."""
+    """Take the hep-th records first versioned after `cut` out of the base datasets' splits (in
+    place, keeping the order of the rest) and return them, shuffled with `seed` like every
+    split."""
     candidates = np.asarray(collection.by_category[FRESH_CATEGORY], dtype=np.int64)
     # The kept lines are the cleaned records; their date fields are untouched by cleaning.
     records = (orjson.loads(collection.lines[row]) for row in candidates.tolist())
@@ -464,12 +554,14 @@ def move_fresh(collection: Collection, category_rows: dict[str, dict[str, np.nda
     is_fresh = np.zeros(len(collection.lines), dtype=bool)
     is_fresh[fresh_rows] = True
     moved = {}
-    splits = category_rows[FRESH_CATEGORY]
-    for split in SPLITS:
-        rows = splits[split]
-        keep = ~is_fresh[rows]
-        moved[split] = int(len(rows) - keep.sum())
-        splits[split] = rows[keep]
+    # Every base dataset holding hep-th records loses them (a selection may include hep-th).
+    for base, splits in category_rows.items():
+        for split in SPLITS:
+            rows = splits[split]
+            keep = ~is_fresh[rows]
+            if base == FRESH_CATEGORY:
+                moved[split] = int(len(rows) - keep.sum())
+            splits[split] = rows[keep]
     manifest = {
         "path": f"{FRESH_DIR}/test.jsonl",
         "category": FRESH_CATEGORY,
@@ -485,26 +577,8 @@ def move_fresh(collection: Collection, category_rows: dict[str, dict[str, np.nda
 @dataclass
 class BuildResult:
     out: Path
-    manifest: dict[str, Any]
-
-
-def _prepare_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise FeynTuneError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists():
-        raise FeynTuneError(f"--out {out} is a non-empty folder that is not a previous "
-                            "`feyntune data build` output; choose a new or empty folder")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` by the finished `tmp` with renames: a reader sees old or new, never half."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+    manifest: dict[str, Any]  # this build's
+    merged: dict[str, Any] = field(default_factory=dict)  # the folder's manifest.json after it
 
 
 def _set_counts(rows: np.ndarray, codes: np.ndarray, categories: list[str]) -> dict[str, Any]:
@@ -536,9 +610,20 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
                             f"{', '.join(config.sets)}")
     out = Path(out).expanduser().resolve()
     snap = snapshot_io.locate(snapshot)
-    _prepare_out(out)
     order, categories = config.closure(names)
+    folders = {name: tuple(f"{split}.jsonl" for split in SPLITS) for name in names}
+    if cut is not None:
+        folders[FRESH_DIR] = ("test.jsonl",)
+    # Locked and checked before the long read: a refusal costs nothing.
+    with curate_out.OutputFolder(out) as folder:
+        curate_out.check_replaceable(out, folder.manifest, folders)
+        return _build_into(folder, snap, names, order, categories, config, seed, cut, progress)
 
+
+def _build_into(folder: curate_out.OutputFolder, snap: snapshot_io.SnapshotFile,
+                names: list[str], order: list[str], categories: list[str],
+                config: CurationConfig, seed: int, cut: dt.date | None,
+                progress: bool | None) -> BuildResult:
     digest = snapshot_io.BackgroundSha256(snap.path)
     collection = collect(snap, categories, progress=progress)
     if collection.counts["hep-th"]["kept"] == 0:
@@ -547,15 +632,21 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
             f"(hep-th records matched: {collection.counts['hep-th']['matched']:,}); is this the "
             "Kaggle arXiv metadata snapshot (JSON lines)?")
 
+    # The base datasets, each split on its own: the categories, then the selections.
     category_rows: dict[str, dict[str, np.ndarray]] = {}
     downsampled: dict[str, int] = {}
     for category in categories:
         rows = np.asarray(collection.by_category[category], dtype=np.int64)
         limit = config.downsample.get(category)
-        if limit is not None and len(rows) > limit:
+        if limit is not None and len(rows) >= limit:
             downsampled[category] = len(rows) - limit
             rows = downsample_rows(rows, limit, seed)
         category_rows[category] = split_rows(rows, seed, config.train_size,
+                                             config.validation_test_size)
+    for name in order:
+        if config.sets[name]["kind"] == "selection":
+            rows = select_together(collection.by_category, config.sets[name]["categories"])
+            category_rows[name] = split_rows(rows, seed, config.train_size,
                                              config.validation_test_size)
     fresh = None if cut is None else move_fresh(collection, category_rows, cut, seed)
 
@@ -565,14 +656,16 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
         return category_rows[part][split] if part in category_rows else mixes[part].rows[split]
 
     for name in order:
-        mixes[name] = compose(config, name, resolve, seed)
+        mixes[name] = compose(config, name, resolve, seed, collection.starting_with)
 
     codes = np.asarray(collection.category_code, dtype=np.int64)
+    input_info = {"path": str(snap.path.resolve()), "size_bytes": snap.size_bytes,
+                  "sha256": None, "compression": snap.compression}
     manifest = {
+        "format": curate_out.FORMAT,
         "command": "feyntune data build",
         "feyntune_version": __version__,
-        "input": {"path": str(snap.path.resolve()), "size_bytes": snap.size_bytes,
-                  "sha256": None, "compression": snap.compression},
+        "input": input_info,
         "seed": seed,
         "rules": {
             "control_ids": sorted(CONTROL_IDS),
@@ -580,6 +673,7 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
                       "validation_test_size": config.validation_test_size,
                       "method": "datasets.Dataset.train_test_split, shuffle=True"},
             "downsample": config.downsample,
+            "downsample_method": "pandas DataFrame.sample(n, replace=False, random_state=seed)",
             "sets": {name: config.sets[name] for name in order},  # with their dependencies
         },
         "records": {
@@ -594,33 +688,42 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
         "sets": {
             name: {"splits": {split: _set_counts(mixes[name].rows[split], codes, categories)
                               for split in SPLITS},
-                   "shortfalls": mixes[name].shortfalls}
+                   "shortfalls": mixes[name].shortfalls,
+                   "rule": config.sets[name],
+                   # Sets of earlier builds stay in the merged manifest: each says its source.
+                   "built_from": {"input": input_info, "seed": seed,
+                                  "feyntune_version": __version__}}
             for name in names
         },
     }
+    if collection.truncated_at is not None:
+        manifest["records"]["truncated_line"] = collection.truncated_at
     if fresh is not None:
         manifest["fresh"] = {**fresh.manifest, "excluded_from_sets": names}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        lines = collection.lines
-        for name in names:
-            (tmp / name).mkdir()
-            for split in SPLITS:
-                with open(tmp / name / f"{split}.jsonl", "wb", buffering=1 << 20) as handle:
-                    handle.writelines(map(lines.__getitem__, mixes[name].rows[split].tolist()))
-        if fresh is not None:
-            (tmp / FRESH_DIR).mkdir()
-            with open(tmp / FRESH_DIR / "test.jsonl", "wb", buffering=1 << 20) as handle:
-                handle.writelines(map(lines.__getitem__, fresh.rows.tolist()))
-        manifest["input"]["sha256"] = digest.result()
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return BuildResult(out=out, manifest=manifest)
+        merged = _write(folder, collection.lines, names, mixes, fresh, manifest, digest,
+                        list(config.sets))
+    except OSError as err:  # a full disk, a folder made read-only meanwhile, ...
+        raise FeynTuneError(f"cannot write into {folder.out}: {err}") from err
+    return BuildResult(out=folder.out, manifest=manifest, merged=merged)
+
+
+def _write(folder: curate_out.OutputFolder, lines: list[bytes], names: list[str],
+           mixes: dict[str, Mix], fresh: FreshSplit | None, manifest: dict[str, Any],
+           digest: snapshot_io.BackgroundSha256, order: list[str]) -> dict[str, Any]:
+    stage = folder.stage()
+    for name in names:
+        (stage / name).mkdir()
+        for split in SPLITS:
+            with open(stage / name / f"{split}.jsonl", "wb", buffering=1 << 20) as handle:
+                handle.writelines(map(lines.__getitem__, mixes[name].rows[split].tolist()))
+    if fresh is not None:
+        (stage / FRESH_DIR).mkdir()
+        with open(stage / FRESH_DIR / "test.jsonl", "wb", buffering=1 << 20) as handle:
+            handle.writelines(map(lines.__getitem__, fresh.rows.tolist()))
+    manifest["input"]["sha256"] = digest.result()
+    return folder.commit(manifest, order)
 
 
 def summary(result: BuildResult) -> str:
@@ -635,6 +738,9 @@ def summary(result: BuildResult) -> str:
     bad = {reason: n for reason, n in manifest["skipped"].items() if n}
     lines.append("skipped (bad input): " + (", ".join(f"{r} {n:,}" for r, n in bad.items())
                                             if bad else "none"))
+    if "truncated_line" in records:
+        lines.append(f"  truncated input: line {records['truncated_line']:,}, the last, ends "
+                     "in the middle of a record; is the download complete?")
     lines.append(f"{'set':5s} {'train':>9s} {'validation':>11s} {'test':>9s}")
     for name, info in manifest["sets"].items():
         splits = info["splits"]
@@ -657,6 +763,12 @@ def summary(result: BuildResult) -> str:
         if not fresh["records"]:
             lines.append("       no record is fresh: hepth-fresh/test.jsonl is empty; choose an "
                          "earlier --fresh-after or a newer snapshot")
+    kept = [name for name in result.merged.get("sets", {}) if name not in manifest["sets"]]
+    if kept:
+        lines.append(f"kept from earlier builds: {', '.join(kept)}")
+    if result.merged.get("interrupted"):
+        lines.append(f"warning: {', '.join(result.merged['interrupted'])} were being replaced "
+                     "when an earlier build was killed; rebuild them (--sets)")
     lines.append(f"wrote {result.out} (manifest.json, sha256 {manifest['input']['sha256'][:12]}…)")
     return "\n".join(lines)
 
@@ -679,11 +791,12 @@ def register(sub) -> None:
         "build", help="build the ten dataset mixes s1..s10 from the snapshot",
         description="Stream the Kaggle arXiv metadata snapshot (JSON lines, .gz or .zip) and "
         "write <out>/<set>/{train,validation,test}.jsonl plus <out>/manifest.json, with the "
-        "reference study's rules (DESIGN.md section 2) as defaults.")
+        "reference study's rules (docs/reference.md, section Curation) as defaults.")
     build_parser.add_argument("--snapshot", required=True, type=Path,
                               help="arxiv-metadata-oai-snapshot.json (or .gz / .zip)")
     build_parser.add_argument("--out", required=True, type=Path,
-                              help="output folder (replaced atomically if it is a previous build)")
+                              help="output folder; a previous build's keeps its other sets and files, "
+                              "only the set folders written are replaced")
     build_parser.add_argument("--sets", default=None,
                               help="comma-separated sets to write, e.g. s1,s3 (default: all)")
     build_parser.add_argument("--seed", type=int, default=None,

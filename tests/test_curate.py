@@ -1,8 +1,10 @@
-"""`feyntune data build` on the real arXiv sample: every curation rule of DESIGN.md section 2.
+"""`feyntune data build` on the real arXiv sample: every curation rule of docs/reference.md
+(section Curation).
 
-The expected splits and mixes are recomputed independently, the way the reference study worked:
-pandas.read_json of the whole file, filters on the frame, then datasets' own train_test_split,
-concatenate_datasets, shuffle and select on datasets of the records.
+The expected splits and mixes are recomputed independently by tests/curate_reference.py, the way
+the reference study worked (pandas and datasets, no `finetune`); tests/test_curate_mixes.py does
+the same on a larger snapshot where no mix runs short, tests/test_curate_output.py covers the
+output folder.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import sys
 import zipfile
 from pathlib import Path
 
+import curate_reference as reference
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset
 
 from finetune import curate
 from harness import cli
@@ -58,59 +60,9 @@ def primary_of(line: bytes) -> str:
     return json.loads(line)["categories"].split()[0]
 
 
-def reference_splits(path, seed=42, downsample=None):
+def reference_splits(path, seed=42):
     """Per-category splits as the reference computed them (independent of finetune.curate)."""
-    df = pd.read_json(path, lines=True, dtype={"id": str})
-    df = df[~df["id"].isin(CONTROL_IDS)]
-    withdrawn = (df["comments"].fillna("").str.lower().str.contains("withdrawn")
-                 | df["abstract"].str.contains("[Ww]ithdrawn"))
-    df = df[~withdrawn]
-    primary = df["categories"].str.split().str[0]
-    splits = {}
-    for cat in CATEGORIES:
-        chosen = df[(primary == cat) | primary.str.startswith(cat + ".")]
-        ds = Dataset.from_pandas(chosen[["id"]], preserve_index=False)
-        if downsample and cat in downsample and len(ds) > downsample[cat]:
-            ds = ds.shuffle(seed=seed).select(range(downsample[cat]))
-        first = ds.train_test_split(train_size=0.7, seed=seed, shuffle=True)
-        second = first["test"].train_test_split(test_size=0.5, seed=seed)
-        splits[cat] = {"train": first["train"], "validation": second["train"],
-                       "test": second["test"]}
-    return splits
-
-
-def head(ds, n):
-    return ds.select(range(max(0, min(n, len(ds)))))
-
-
-def reference_mixes(splits, seed=42) -> dict[str, dict[str, list[str]]]:
-    """The ten mixes per DESIGN.md, built split by split with datasets, shuffled with seed."""
-    mixes = {name: {} for name in SETS}
-    for s in SPLITS:
-        th, ph, gr = splits["hep-th"][s], splits["hep-ph"][s], splits["gr-qc"][s]
-        qb, cs = splits["q-bio"][s], splits["cs"][s]
-
-        def mix(*parts):
-            return concatenate_datasets(list(parts)).shuffle(seed=seed)
-
-        n = len(th)
-        k = int(0.15 * n)
-        frac = n / (len(ph) + len(gr))
-        s2 = mix(ph, gr)
-        s3 = mix(th, s2)
-        built = {
-            "s1": th, "s2": s2, "s3": s3,
-            "s4": mix(head(th, n - 2 * k), head(ph, k), head(gr, k)),
-            "s5": mix(head(th, n - k), head(gr, k)),
-            "s6": mix(head(th, n - k), head(ph, k)),
-            "s7": mix(th, gr),
-            "s8": mix(th, ph),
-            "s9": mix(head(ph, int(frac * len(ph))), head(gr, int(frac * len(gr)))),
-            "s10": mix(th, qb, head(cs, len(s3) - len(th) - len(qb))),
-        }
-        for name, ds in built.items():
-            mixes[name][s] = list(ds["id"])
-    return mixes
+    return reference.base_datasets(reference.load_frame(path), seed)
 
 
 @pytest.fixture(scope="module")
@@ -118,29 +70,6 @@ def sample_build(sample_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("curate") / "sets"
     result = run_build(sample_path, out)
     return out, result.manifest
-
-
-@pytest.fixture(scope="module")
-def rich_snapshot(sample_path, tmp_path_factory):
-    """Sample variant where s9 must shrink and cs can fill s10: hep-th cut to its first 60
-    records, cs replicated five times under new ids."""
-    lines = []
-    hepth = 0
-    for line in sample_lines(sample_path):
-        primary = primary_of(line)
-        if primary == "hep-th":
-            hepth += 1
-            if hepth > 60:
-                continue
-        lines.append(line)
-        if primary.startswith("cs."):
-            for copy in range(1, 5):
-                rec = json.loads(line)
-                rec["id"] = f"{rec['id']}.copy{copy}"
-                lines.append((json.dumps(rec) + "\n").encode())
-    path = tmp_path_factory.mktemp("rich") / "rich.jsonl"
-    path.write_bytes(b"".join(lines))
-    return path
 
 
 # ---------------------------------------------------------------- rules
@@ -222,7 +151,7 @@ def test_split_ids_and_sizes_equal_datasets_train_test_split(sample_build, sampl
 
 def test_every_mix_equals_the_reference_composition(sample_build, sample_path):
     out, _ = sample_build
-    expected = reference_mixes(reference_splits(sample_path))
+    expected = reference.mix_ids(sample_path)
     for name in SETS:
         for split in SPLITS:
             assert ids_of(out / name / f"{split}.jsonl") == expected[name][split], (name, split)
@@ -234,47 +163,23 @@ def test_mix_counts_and_shortfalls_on_the_sample(sample_build):
     for split in SPLITS:
         s1 = sets["s1"]["splits"][split]["by_category"]["hep-th"]
         s2 = sets["s2"]["splits"][split]["by_category"]
-        # s2's proportions are the data's: all hep-ph and gr-qc of the split.
-        assert s2 == {"hep-ph": sets["s8"]["splits"][split]["by_category"]["hep-ph"],
-                      "gr-qc": sets["s7"]["splits"][split]["by_category"]["gr-qc"]}
         assert sets["s3"]["splits"][split]["by_category"] == {"hep-th": s1, **s2}
         k = int(0.15 * s1)
         s6 = sets["s6"]["splits"][split]
         assert s6["by_category"] == {"hep-th": s1 - k, "hep-ph": k} and s6["total"] == s1
+    # s2 is one 70/15/15 split of the 101 hep-ph + gr-qc records: 70 / 15 / 16.
+    assert [sets["s2"]["splits"][s]["total"] for s in SPLITS] == [70, 15, 16]
     # The sample's 36 gr-qc records cannot give s4/s5 their 15%: taken and reported.
     assert sets["s4"]["splits"]["test"]["by_category"] == {"hep-th": 40, "hep-ph": 8, "gr-qc": 6}
     assert {"split": "test", "part": "gr-qc", "requested": 8, "taken": 6} in \
         sets["s4"]["shortfalls"]
     assert sets["s6"]["shortfalls"] == []
     # s9 would need more hep-ph/gr-qc than exist (hep-th outnumbers them): all are taken.
-    assert sets["s9"]["splits"] == sets["s2"]["splits"]
-    assert len(sets["s9"]["shortfalls"]) == 6
-
-
-def test_s9_proportions_s10_filling_and_cs_downsampling(rich_snapshot, tmp_path):
-    config = curate.load_config()
-    config = curate.CurationConfig(**{**config.__dict__, "downsample": {"cs": 200}})
-    out = tmp_path / "rich"
-    manifest = run_build(rich_snapshot, out, config=config).manifest
-    assert manifest["records"]["downsampled_out"] == {"cs": 315 - 200}
-    expected = reference_mixes(reference_splits(rich_snapshot, downsample={"cs": 200}))
-    for name in SETS:
-        for split in SPLITS:
-            assert ids_of(out / name / f"{split}.jsonl") == expected[name][split], (name, split)
-    sets = manifest["sets"]
-    assert sets["s9"]["shortfalls"] == [] and sets["s10"]["shortfalls"] == []
-    assert sets["s4"]["shortfalls"] == []
     for split in SPLITS:
-        n = sets["s1"]["splits"][split]["total"]
-        s2 = sets["s2"]["splits"][split]["by_category"]
-        frac = n / (s2["hep-ph"] + s2["gr-qc"])
-        assert frac < 1
         assert sets["s9"]["splits"][split]["by_category"] == {
-            "hep-ph": int(frac * s2["hep-ph"]), "gr-qc": int(frac * s2["gr-qc"])}
-        assert sets["s4"]["splits"][split]["total"] == n
-        s10 = sets["s10"]["splits"][split]
-        assert s10["total"] == sets["s3"]["splits"][split]["total"]
-        assert s10["by_category"]["cs"] == s10["total"] - n - s10["by_category"]["q-bio"]
+            "hep-ph": sets["s8"]["splits"][split]["by_category"]["hep-ph"],
+            "gr-qc": sets["s7"]["splits"][split]["by_category"]["gr-qc"]}
+    assert len(sets["s9"]["shortfalls"]) == 6
 
 
 def test_builds_are_byte_identical_and_subsets_match(sample_build, sample_path, tmp_path):
@@ -285,7 +190,8 @@ def test_builds_are_byte_identical_and_subsets_match(sample_build, sample_path, 
     assert (again / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     only = tmp_path / "only-s3"
     manifest = run_build(sample_path, only, sets=["s3"]).manifest
-    assert sorted(p.name for p in only.iterdir()) == ["manifest.json", "s3"]
+    assert sorted(p.name for p in only.iterdir() if not p.name.startswith(".")) == \
+        ["manifest.json", "s3"]
     assert list(manifest["sets"]) == ["s3"]
     assert file_bytes(only, ["s3"]) == file_bytes(out, ["s3"])
 
@@ -294,7 +200,8 @@ def test_seed_changes_the_split(sample_path, tmp_path):
     manifest = run_build(sample_path, tmp_path / "seed7", sets=["s1"], seed=7).manifest
     assert manifest["seed"] == 7
     reference = reference_splits(sample_path, seed=7)
-    assert ids_of(tmp_path / "seed7" / "s1" / "train.jsonl") == list(reference["hep-th"]["train"]["id"])
+    assert ids_of(tmp_path / "seed7" / "s1" / "train.jsonl") == \
+        list(reference["hep-th"]["train"]["id"])
     assert ids_of(tmp_path / "seed7" / "s1" / "train.jsonl") != \
         list(reference_splits(sample_path)["hep-th"]["train"]["id"])
 
@@ -334,7 +241,7 @@ def test_bad_lines_are_skipped_and_counted(sample_build, sample_path, tmp_path, 
         variant(abstract="\n   \n "),                                # empty_abstract
         variant(title="\ud800"),                                     # invalid_unicode
         hepth,                                                       # duplicate_id
-        hepth[: len(hepth) // 2],                                    # malformed_json (cut)
+        hepth[: len(hepth) // 2],                                    # truncated_input (last)
     ]
     assert b"\xff" in bad[3]
     snapshot = tmp_path / "bad.jsonl"
@@ -344,10 +251,11 @@ def test_bad_lines_are_skipped_and_counted(sample_build, sample_path, tmp_path, 
                      "--no-progress"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == {
-        "blank_line": 1, "invalid_utf8": 1, "malformed_json": 3, "missing_field": 3,
-        "invalid_unicode": 1, "empty_abstract": 1, "duplicate_id": 1}
+        "blank_line": 1, "invalid_utf8": 1, "malformed_json": 2, "missing_field": 3,
+        "invalid_unicode": 1, "empty_abstract": 1, "duplicate_id": 1, "truncated_input": 1}
     printed = capsys.readouterr().out
-    assert "malformed_json 3" in printed and "duplicate_id 1" in printed
+    assert "malformed_json 2" in printed and "duplicate_id 1" in printed
+    assert f"truncated input: line {len(lines) + len(bad):,}" in printed
     # Nothing of the bad lines reaches the sets: they equal the clean build byte for byte.
     assert file_bytes(out) == file_bytes(sample_build[0])
 
@@ -409,7 +317,8 @@ def test_cli_errors_exit_2_with_a_message(sample_path, tmp_path, capsys):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     code, err = run("--snapshot", str(sample_path), "--out", str(foreign))
-    assert code == 2 and "not a previous" in err and (foreign / "notes.txt").exists()
+    assert code == 2 and "not a `feyntune data build` output" in err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     assert not (tmp_path / "o").exists()
 
 
@@ -432,23 +341,27 @@ def test_progress_bar_shows_records_per_second(sample_path, tmp_path, capsys):
     assert "records/s" in capsys.readouterr().err
 
 
-def test_output_replaced_atomically(sample_path, tmp_path, monkeypatch):
+def test_interrupted_build_leaves_the_folder_as_it_was(sample_path, tmp_path, monkeypatch):
     out = tmp_path / "sets"
     run_build(sample_path, out, sets=["s1"])
     before = file_bytes(out, ["s1"])
+    manifest = (out / "manifest.json").read_bytes()
 
-    def killed(tmp, target):
+    def killed(self, *args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(curate, "_swap_in", killed)
+    monkeypatch.setattr(curate.curate_out.OutputFolder, "commit", killed)
     with pytest.raises(KeyboardInterrupt):
         run_build(sample_path, out, sets=["s2"])
     assert file_bytes(out, ["s1"]) == before and not (out / "s2").exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["sets"]  # no partial folder left
-    monkeypatch.undo()
-    run_build(sample_path, out, sets=["s2"])
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "s2"]
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert sorted(p.name for p in out.iterdir()) == [".feyntune-build.lock", "manifest.json", "s1"]
     assert [p.name for p in tmp_path.iterdir()] == ["sets"]
+    monkeypatch.undo()
+    run_build(sample_path, out, sets=["s2"])  # s1 stays: only the sets written are replaced
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \
+        ["manifest.json", "s1", "s2"]
+    assert file_bytes(out, ["s1"]) == before
 
 
 def test_config_is_data_and_validated(tmp_path):
@@ -457,7 +370,8 @@ def test_config_is_data_and_validated(tmp_path):
     assert config.downsample == {"cs": 200000}
     assert (config.train_size, config.validation_test_size) == (0.7, 0.5)
     order, categories = config.closure(["s10"])
-    assert order == ["s1", "s2", "s3", "s10"] and categories == list(CATEGORIES)
+    assert order == ["s10"] and categories == list(CATEGORIES)
+    assert config.closure(["s4"]) == (["s2", "s4"], ["hep-th", "hep-ph", "gr-qc"])
     raw = yaml.safe_load(curate.DEFAULT_CONFIG.read_text())
     raw["sets"]["s11"] = {"kind": "union", "parts": ["hep-th", "astro-ph"]}
     bad = tmp_path / "sets.yaml"
@@ -469,7 +383,16 @@ def test_config_is_data_and_validated(tmp_path):
     bad.write_text(yaml.safe_dump(raw))
     with pytest.raises(FeynTuneError, match="in terms of itself"):
         curate.load_config(bad)
-    del raw["sets"]["s11"], raw["sets"]["s12"]
+    del raw["sets"]["s12"]
+    raw["sets"]["s11"] = {"kind": "selection", "categories": ["hep-ph", "astro-ph"]}
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FeynTuneError, match="astro-ph"):
+        curate.load_config(bad)
+    raw["sets"]["s11"] = {"kind": "selection"}
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(FeynTuneError, match="selection s11 needs `categories`"):
+        curate.load_config(bad)
+    del raw["sets"]["s11"]
     bad.write_text(yaml.safe_dump(raw))
     assert curate.load_config(bad).sets == config.sets
 
