@@ -386,8 +386,10 @@ def scan(runs_dir: Path) -> RunsScan:
             task, date_id = _samples_parts(path.name)
             if task not in TASKS:
                 reason = f"samples of another task ({task})"
+            elif path.with_name(f"{RESULTS_PREFIX}{date_id}.json") in claimed:
+                reason = f"its {RESULTS_PREFIX}{date_id}.json was skipped"
             else:
-                reason = f"no results_{date_id}.json beside it"
+                reason = f"no {RESULTS_PREFIX}{date_id}.json beside it"
         else:
             reason = "not an lm-eval output file"
         skips.append(Skip(rel, reason))
