@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.subtasks import RUNS_DIR
 
 FIGURE_NAMES = ("perplexity.png", "entropy_vs_length.png", "semscore.png")
 
@@ -104,8 +105,8 @@ def register(sub) -> None:
         "write leaderboard.md, leaderboard.csv, figures/*.png and index.html into --out, with "
         "the reference study's published figures as reported rows.",
     )
-    parser.add_argument("--runs", default="results/runs",
-                        help="folder of lm-eval output folders (default: results/runs)")
+    parser.add_argument("--runs", default=RUNS_DIR,
+                        help=f"folder of lm-eval output folders (default: {RUNS_DIR})")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--ratings", default=None,
                         help="human ratings from `feyntune review import` "
