@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import io
 import os
 import threading
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.digest import sha256_file
 from harness.errors import FeynTuneError
 
 _READ_BUFFER = 1 << 20
@@ -70,11 +70,7 @@ class BackgroundSha256:
 
     def _run(self) -> None:
         try:
-            sha = hashlib.sha256()
-            with open(self._path, "rb", buffering=0) as handle:
-                for chunk in iter(lambda: handle.read(8 << 20), b""):
-                    sha.update(chunk)
-            self._digest = sha.hexdigest()
+            self._digest = sha256_file(self._path)
         except OSError as err:
             self._error = err
 

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import platform
 from importlib import metadata
 from pathlib import Path
 
+from harness.digest import sha256_file
+
 PACKAGES = ("feyntune", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
             "flash-attn")
 CURVE_COLUMNS = ("step", "epoch", "learning_rate", "train_loss", "val_loss", "val_perplexity")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 def data_provenance(data_dir: Path, files: dict[str, Path]) -> dict:

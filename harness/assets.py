@@ -8,7 +8,6 @@ folder; these assets are only the default when nothing else is given.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.digest import sha256_file
 from harness.errors import FeynTuneError
 from harness.home import models_dir
 
@@ -77,17 +77,9 @@ def asset_dir(name: str) -> Path:
     return models_dir() / name
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_hashes(folder: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(folder)): _sha256(p)
+        str(p.relative_to(folder)): sha256_file(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MARKER
     }
@@ -138,7 +130,7 @@ def _download(pkg: Package, dest: Path) -> Path:
     wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(f"{stem}-{pkg.version}-")]
     if len(wheels) != 1:
         raise AssetError(f"expected one wheel for {pkg.name}=={pkg.version} in {dest}, found {wheels}")
-    digest = _sha256(wheels[0])
+    digest = sha256_file(wheels[0])
     if digest != pkg.sha256:
         raise AssetError(f"{wheels[0].name}: sha256 {digest} differs from the pinned {pkg.sha256}")
     return wheels[0]

@@ -138,12 +138,12 @@ def verdict(runs_dir: Path) -> str:
     The base and the adapters score the same abstracts, so the fair comparison is paired: the
     bootstrap (harness.stats) of the per-abstract differences, not two overlapping intervals.
     """
-    from harness.leaderboard import runs as run_files
-    from harness.leaderboard.runs import PPL_TASK
+    from harness import lmeval_outputs
     from harness.leaderboard.table import run_labels
     from harness.stats import bootstrap_mean
+    from harness.subtasks import PPL_TASK
 
-    scanned = run_files.scan(runs_dir).runs
+    scanned = lmeval_outputs.scan(runs_dir).runs
     labels = run_labels(scanned)
 
     def per_doc(run) -> dict[str, float]:

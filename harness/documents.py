@@ -58,6 +58,19 @@ def _file_in(path: Path) -> Path:
     raise FeynTuneError(f"{path} does not exist")
 
 
+def user_path(value: str | os.PathLike, cwd: str | os.PathLike | None = None) -> Path:
+    """A path a user gave (metadata, environment): `~` expanded, relative to their current
+    directory (or `cwd`), resolved."""
+    path = Path(os.path.expanduser(str(value)))
+    return (path if path.is_absolute() else Path(cwd if cwd is not None else Path.cwd()) / path).resolve()
+
+
+def document_id(record: dict, index: int) -> str:
+    """A document's id: the record's `id`, else `#<its position in the source>`."""
+    doc_id = record.get("id")
+    return str(doc_id) if doc_id not in (None, "") else f"#{index}"
+
+
 def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
                    environ: dict | None = None) -> Source:
     """Which source the documents come from (no reading yet, except checking paths exist)."""
@@ -66,10 +79,8 @@ def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.Pa
     for value, origin in ((hepth_data, "metadata hepth_data"), (environ.get(ENV_VAR), ENV_VAR)):
         if value is None or str(value).strip() == "":
             continue
-        path = Path(os.path.expanduser(str(value)))
-        path = path if path.is_absolute() else base / path
         try:
-            return Source("file", str(_file_in(path.resolve())), f"{origin}={value}")
+            return Source("file", str(_file_in(user_path(value, base))), f"{origin}={value}")
         except FeynTuneError as err:
             raise FeynTuneError(f"hep-th documents from {origin}={value!s}: {err}") from None
     return Source("hub", HUB_DATASET, f"default (neither metadata hepth_data nor {ENV_VAR} set)")
@@ -96,9 +107,8 @@ def to_document(record: dict, index: int, where: str) -> dict | None:
     prompt, y_true = record.get("prompt"), record.get("y_true")
     if not (isinstance(prompt, str) and isinstance(y_true, str) and prompt):
         prompt, y_true = split_prompt(abstract)
-    doc_id = record.get("id")
     return {
-        "id": str(doc_id) if doc_id not in (None, "") else f"#{index}",
+        "id": document_id(record, index),
         "title": clean_abstract(str(record.get("title") or "")),
         "abstract": abstract,
         "prompt": prompt,

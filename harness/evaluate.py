@@ -23,25 +23,19 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
+from harness import subtasks
 from harness.errors import FeynTuneError
+from harness.subtasks import TASK_DIR
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "hepth_completion"
-DEFAULT_OUTPUT = "results/runs"
-TASK_METRICS = {
-    "hepth_completion_ppl": ("ppl_token", "ppl_word"),
-    "hepth_completion_gen": ("semscore", "semscore_full", "word_entropy", "completion_words",
-                             "metadata_leak", "repetition"),
-}
-# hepth_completion_fresh (issue 9): the same subtasks on documents newer than a cut date.
-TASK_METRICS.update({fresh: TASK_METRICS[twin] for fresh, twin in {
-    "hepth_completion_fresh_ppl": "hepth_completion_ppl",
-    "hepth_completion_fresh_gen": "hepth_completion_gen"}.items()})
+DEFAULT_OUTPUT = subtasks.RUNS_DIR
+# The per-document metrics the summary bootstraps, subtask by subtask in the order it prints them.
+TASK_METRICS = {task: subtasks.per_document_metrics(task) for task in (
+    subtasks.PPL_TASK, subtasks.GEN_TASK, subtasks.FRESH_PPL_TASK, subtasks.FRESH_GEN_TASK)}
 PROJECT_MODEL_MODULES = ("providers.lm_eval_model",)
 
 
@@ -113,20 +107,6 @@ def run_lm_eval(argv: list[str]) -> int:
     return 0
 
 
-def read_sample_metrics(path: str | Path, metrics: tuple[str, ...]) -> dict[str, list[float]]:
-    """Per-document values of `metrics` in one lm-eval samples_*.jsonl file."""
-    values: dict[str, list[float]] = {m: [] for m in metrics}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            sample = json.loads(line)
-            for m in metrics:
-                if m in sample:
-                    values[m].append(float(sample[m]))
-    return {m: v for m, v in values.items() if v}
-
-
 def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Path]]:
     """(task, file) of the hepth samples written under output_path at or after `since`."""
     root = Path(output_path)
@@ -139,11 +119,12 @@ def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Pa
 
 
 def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
+    from harness.lmeval_outputs import metric_values
     from harness.stats import bootstrap_mean
 
     rows = []
     for task, path in samples:
-        for metric, values in read_sample_metrics(path, TASK_METRICS[task]).items():
+        for metric, values in metric_values(path, TASK_METRICS[task]).items():
             rows.append({"task": task, "metric": metric, "file": str(path),
                          **bootstrap_mean(values).as_dict()})
     return rows
@@ -188,11 +169,11 @@ def _cmd_eval(args) -> int:
 
 def _warn_contamination(argv: list[str], samples: list[tuple[str, Path]]) -> None:
     """Say when the documents may predate the evaluated model's training cut-off
-    (harness/cutoffs.yaml); the run itself stands."""
-    from harness import freshness
+    (harness/cutoffs.yaml, read by harness/contamination.py); the run itself stands."""
+    from harness import contamination
 
     try:
-        check = freshness.check_samples([path for _, path in samples], _option(argv, "--model_args"))
+        check = contamination.check_samples([path for _, path in samples], _option(argv, "--model_args"))
     except (FeynTuneError, OSError, ValueError) as err:
         print(f"feyntune eval: note: documents not checked against the model's training "
               f"cut-off: {err}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""When an arXiv record first appeared, and whether it is newer than a model's training data.
+"""When an arXiv record first appeared, and whether it is later than a cut date.
 
 Contamination-aware evaluation (issue 9) compares a model on hep-th abstracts it cannot have
-seen in pre-training with the standard test split. Everything here decides "seen or not" from
-the record alone:
+seen in pre-training with the standard test split. These rules decide "seen or not" from the
+record alone; curation (`feyntune data build --fresh-after`), the fresh task
+(harness/fresh_documents.py) and the cut-off check after `feyntune eval`
+(harness/contamination.py) all use them:
 
 First-version date of a record, first found wins (and is never guessed):
 1. `versions[0].created`, Kaggle's RFC 2822 form "Mon, 2 Apr 2007 19:18:42 GMT" -> that UTC day;
@@ -28,23 +30,15 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-import fnmatch
-import json
-import os
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from harness.errors import FeynTuneError
 
 SOURCES = ("versions", "id", "update_date")
 VERDICTS = ("fresh", "not_fresh", "ambiguous_month", "unparseable")
-CUTOFFS_FILE = Path(__file__).with_name("cutoffs.yaml")
 
 _MONTHS = {name: i for i, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
@@ -77,7 +71,6 @@ class FirstVersion:
 UNPARSEABLE = FirstVersion(None, "none", "unparseable")
 
 
-# ----------------------------------------------------------------------------- parsing
 def parse_created(text: Any) -> dt.date | None:
     """The UTC day of a Kaggle `versions[i].created` string, or None."""
     if not isinstance(text, str):
@@ -237,312 +230,15 @@ def select_fresh(records, cut: dt.date) -> tuple[list[bool], FreshnessTally]:
     return flags, tally
 
 
-# ----------------------------------------------------------------------------- model cut-offs
-@dataclass(frozen=True)
-class ModelCutoff:
-    name: str
-    patterns: tuple[str, ...]
-    cutoff: dt.date          # last day of the month whose data may be in training
-    basis: str               # "documented" or "release" (no published cut-off: release month)
-    source: str
-    note: str = ""
-
-    @property
-    def month(self) -> str:
-        return self.cutoff.strftime("%Y-%m")
-
-
-def load_cutoffs(path: str | os.PathLike | None = None) -> list[ModelCutoff]:
-    path = Path(path) if path else CUTOFFS_FILE
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise FeynTuneError(f"cannot read model cut-offs {path}: {err}") from err
-    entries = []
-    for name, spec in ((raw or {}).get("models") or {}).items():
-        try:
-            patterns = spec["match"]
-            patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
-            entries.append(ModelCutoff(
-                name=str(name), patterns=patterns,
-                cutoff=parse_cut(str(spec["cutoff"]), f"{path}: {name} cutoff"),
-                basis=str(spec.get("basis", "documented")), source=str(spec.get("source", "")),
-                note=str(spec.get("note", ""))))
-        except (KeyError, TypeError) as err:
-            raise FeynTuneError(f"{path}: model {name} needs `match` and `cutoff` ({err!r})") from err
-    return entries
-
-
-def cutoff_for(model: str | None, cutoffs: list[ModelCutoff] | None = None) -> ModelCutoff | None:
-    """The first entry whose pattern matches a model name (case-insensitive shell patterns,
-    also tried on the name's last path component so local folders named like the hub repo
-    match)."""
-    if not model:
+def from_text(text: Any, source: str) -> FirstVersion | None:
+    """A FirstVersion written by `FirstVersion.as_text` ("2024-05-17" or "2024-05"), or None."""
+    if not isinstance(text, str) or not text:
         return None
-    cutoffs = load_cutoffs() if cutoffs is None else cutoffs
-    name = str(model).strip().rstrip("/")
-    candidates = {name.lower(), name.split("/")[-1].lower()}
-    for entry in cutoffs:
-        for pattern in entry.patterns:
-            pattern = pattern.lower()
-            if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
-                return entry
-    return None
-
-
-def model_name_from_args(model_args: str | dict | None) -> str | None:
-    """The evaluated model's name in lm-eval model_args (`pretrained=` for hf/vllm, `model=` for
-    API models); the base model, not an adapter, is what was pre-trained."""
-    if not model_args:
-        return None
-    if isinstance(model_args, str):
-        pairs = dict(part.split("=", 1) for part in model_args.split(",") if "=" in part)
-    else:
-        pairs = dict(model_args)
-    for key in ("pretrained", "model", "model_name", "engine"):
-        if pairs.get(key):
-            return str(pairs[key]).strip()
-    return None
-
-
-def documents_predating(first_versions: list[FirstVersion], cutoff: ModelCutoff) -> dict[str, int]:
-    """How many documents may be in a model's training data (first version not after its cut-off)."""
-    tally = FreshnessTally(cutoff.cutoff)
-    for first in first_versions:
-        tally.add(first)
-    return {v: int(tally.verdicts[v]) for v in VERDICTS}
-
-
-def cutoff_warning(model: str, counts: dict[str, int], cutoff: ModelCutoff) -> str | None:
-    """A one-paragraph warning when documents may predate the model's cut-off, else None."""
-    at_risk = counts["not_fresh"] + counts["ambiguous_month"]
-    total = sum(counts.values())
-    if at_risk == 0 and counts["unparseable"] == 0:
-        return None
-    basis = ("its documented training cut-off" if cutoff.basis == "documented"
-             else "its release month (no published cut-off)")
-    parts = [(f"{at_risk:,} of {total:,} documents were first versioned on or before "
-              f"{cutoff.month}, {basis} for {model} ({cutoff.name})")]
-    if counts["unparseable"]:
-        parts.append(f"{counts['unparseable']:,} have no parseable date")
-    return ("; ".join(parts) + ": the model may have seen them in pre-training. Compare with "
-            "hepth_completion_fresh (--metadata '{\"hepth_after\": \"" + cutoff.cutoff.isoformat()
-            + "\"}' or a `feyntune data build --fresh-after` split).")
-
-
-# ----------------------------------------------------------------------------- the fresh task
-FRESH_DIR = "hepth-fresh"  # written by `feyntune data build --fresh-after` (finetune/curate.py)
-
-
-@dataclass(frozen=True)
-class FreshRecords:
-    records: tuple[dict, ...]   # the fresh records, in source order
-    first: tuple[FirstVersion, ...]
-    cut: dt.date                # documents are first versioned after this day
-    where: str                  # what was read, for messages
-    tally: FreshnessTally
-    source: Any                 # the harness.documents.Source the records came from
-
-
-def _build_cut(path: Path) -> tuple[Path, dt.date | None]:
-    """The JSON-lines file a `hepth_fresh_data` path stands for, and the cut date recorded by
-    the build that wrote it (None when no build manifest says)."""
-    if path.is_dir():
-        for candidate in (path / FRESH_DIR / "test.jsonl", path / "test.jsonl"):
-            if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise FeynTuneError(f"{path} holds neither {FRESH_DIR}/test.jsonl (a `feyntune data "
-                                "build --fresh-after` output) nor test.jsonl")
-    elif not path.is_file():
-        raise FeynTuneError(f"{path} does not exist")
-    manifest = path.parent.parent / "manifest.json"
-    if path.parent.name != FRESH_DIR or not manifest.is_file():
-        return path, None
-    try:
-        after = (json.loads(manifest.read_text()).get("fresh") or {}).get("after")
-    except (OSError, ValueError, AttributeError) as err:
-        raise FeynTuneError(f"cannot read the build manifest {manifest}: {err}") from None
-    return path, (parse_cut(after, f"{manifest} fresh.after") if after else None)
-
-
-def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> FreshRecords:
-    """The records of hepth_completion_fresh, from lm-eval task metadata.
-
-    `hepth_fresh_data`: a `feyntune data build --fresh-after` folder (its hepth-fresh/test.jsonl,
-    cut date from its manifest), its hepth-fresh folder, or a JSON-lines file; `hepth_after`:
-    a cut date applied to that file, or -- without `hepth_fresh_data` -- to the standard
-    `hepth_data` source (harness/documents.py). Either way only records whose first version is
-    after the cut are kept, and the cut is the later of the build's and `hepth_after`.
-    """
-    from harness import documents
-
-    fresh_data, after = metadata.get("hepth_fresh_data"), metadata.get("hepth_after")
-    after = parse_cut(after, "metadata hepth_after") if after not in (None, "") else None
-    if fresh_data not in (None, ""):
-        base = Path(cwd) if cwd is not None else Path.cwd()
-        path = Path(os.path.expanduser(str(fresh_data)))
-        path = path if path.is_absolute() else base / path
-        try:
-            path, build_cut = _build_cut(path.resolve())
-        except FeynTuneError as err:
-            raise FeynTuneError(f"hep-th fresh documents from metadata hepth_fresh_data="
-                                f"{fresh_data}: {err}") from None
-        if build_cut is None and after is None:
-            raise FeynTuneError(
-                f"hepth_fresh_data={fresh_data}: no `feyntune data build` manifest records the "
-                "cut date of this file; pass it too, --metadata '{\"hepth_fresh_data\": ..., "
-                "\"hepth_after\": \"YYYY-MM-DD\"}', so the results say what they are fresh of")
-        cut = max(c for c in (build_cut, after) if c is not None)
-        source = documents.Source("file", str(path), f"metadata hepth_fresh_data={fresh_data}")
-        records, where = documents.read_records(source)
-    elif after is not None:
-        source = documents.resolve_source(metadata.get("hepth_data"), cwd=cwd)
-        records, where = documents.read_records(source)
-        cut = after
-    else:
-        raise FeynTuneError(
-            "hepth_completion_fresh needs documents newer than the model: pass --metadata "
-            "'{\"hepth_fresh_data\": \"DIR\"}' (a `feyntune data build --fresh-after` folder) or "
-            "'{\"hepth_after\": \"YYYY-MM-DD\"}' (a cut applied to hepth_data)")
-    tally = FreshnessTally(cut)
-    kept, firsts = [], []
-    for record in records:
-        first = first_version(record)
-        if tally.add(first) == "fresh":
-            kept.append(record)
-            firsts.append(first)
-    print(f"feyntune: hepth_completion_fresh from {where}: {tally.describe()}", file=sys.stderr)
-    if not kept:
-        raise FeynTuneError(f"no hep-th document in {where} is first versioned after "
-                            f"{cut.isoformat()} ({tally.describe()})")
-    return FreshRecords(tuple(kept), tuple(firsts), cut, where, tally, source)
-
-
-def _doc_key(record: dict, index: int) -> str:
-    # the id harness.documents.to_document gives the document
-    doc_id = record.get("id")
-    return str(doc_id) if doc_id not in (None, "") else f"#{index}"
-
-
-def fresh_dataset(metadata: dict, build) -> Any:
-    """lm-eval dataset of a fresh subtask: `build` (harness.documents.generation_dataset or
-    perplexity_dataset) run on the fresh records, each document also carrying its
-    `first_version`, where that date came from, and the cut `fresh_after`."""
-    from harness import documents
-
-    fresh = load_fresh_records(metadata)
-    dataset = build(metadata, documents.documents_from(list(fresh.records), fresh.where, fresh.source))
-    by_key = {_doc_key(r, i): f for i, (r, f) in enumerate(zip(fresh.records, fresh.first))}
-    for split in list(dataset):
-        part = dataset[split]
-        firsts = [by_key[key] for key in part["id"]]
-        part = part.add_column("first_version", [f.as_text() for f in firsts])
-        part = part.add_column("first_version_source", [f.source for f in firsts])
-        dataset[split] = part.add_column("fresh_after", [fresh.cut.isoformat()] * len(firsts))
-    return dataset
-
-
-# ----------------------------------------------------------------------------- after `feyntune eval`
-def _doc_first_version(doc: dict) -> FirstVersion:
-    """A sample's document date: the fresh task records it; other documents hold only their id
-    (and any Kaggle date fields a custom source kept)."""
-    text = doc.get("first_version")
-    if isinstance(text, str) and text:
-        source = str(doc.get("first_version_source") or "versions")
-        if _DAY.match(text):
-            return FirstVersion(parse_day(text), "day", source)
-        if _MONTH.match(text):
-            year, month = (int(p) for p in text.split("-"))
+    if _DAY.match(text):
+        day = parse_day(text)
+        return FirstVersion(day, "day", source) if day is not None else None
+    if _MONTH.match(text):
+        year, month = (int(p) for p in text.split("-"))
+        if 1 <= month <= 12:
             return FirstVersion(dt.date(year, month, 1), "month", source)
-    return first_version(doc)
-
-
-@dataclass(frozen=True)
-class ContaminationCheck:
-    model: str | None
-    cutoff: ModelCutoff | None
-    counts: dict[str, int]
-    message: str | None       # a warning, a note (unknown cut-off), or None when all is fresh
-    is_warning: bool
-
-
-def check_samples(sample_files, model_args: str | dict | None,
-                  cutoffs: list[ModelCutoff] | None = None) -> ContaminationCheck:
-    """Whether the documents of a run's samples_*.jsonl files may predate the evaluated model's
-    training cut-off (each document counted once across the files)."""
-    model = model_name_from_args(model_args)
-    firsts: dict[str, FirstVersion] = {}
-    for path in sample_files:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    doc = json.loads(line).get("doc") or {}
-                    key = str(doc.get("id") or doc.get("abstract") or len(firsts))
-                    firsts.setdefault(key, _doc_first_version(doc))
-    cutoff = cutoff_for(model, cutoffs)
-    if cutoff is None:
-        note = None
-        if model:
-            note = (f"no training cut-off is known for {model}, so its documents were not checked "
-                    f"for contamination; add the model to {CUTOFFS_FILE}")
-        return ContaminationCheck(model, None, {}, note, False)
-    counts = documents_predating(list(firsts.values()), cutoff)
-    message = cutoff_warning(model, counts, cutoff)
-    return ContaminationCheck(model, cutoff, counts, message, message is not None)
-
-
-# ----------------------------------------------------------------------------- fresh vs standard
-# Each fresh subtask measures what its standard twin measures, on newer documents.
-FRESH_TASKS = {"hepth_completion_fresh_gen": "hepth_completion_gen",
-               "hepth_completion_fresh_ppl": "hepth_completion_ppl"}
-
-
-@dataclass(frozen=True)
-class Gap:
-    """Fresh minus standard figure of one metric, with a percentile bootstrap interval of the
-    difference (two independent samples, each resampled on its own)."""
-
-    n_standard: int
-    n_fresh: int
-    standard: float   # arithmetic means, as the leaderboard reports them
-    fresh: float
-    gap: float        # fresh - standard: for perplexity, > 0 means worse on unseen papers
-    ci_low: float
-    ci_high: float
-
-    def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def freshness_gap(standard, fresh, n_resamples: int = 9999, confidence_level: float = 0.95,
-                  random_state: int = 1) -> Gap:
-    """The gap between a metric's per-document values on fresh and on standard documents.
-
-    The same bootstrap settings as harness.stats (9,999 resamples, percentile interval, random
-    state 1), through scipy.stats.bootstrap with two unpaired samples: the documents differ, so
-    nothing pairs them. Resamples are drawn in batches to bound memory on full test splits.
-    """
-    import numpy as np
-    from scipy import stats
-
-    a = np.asarray(list(fresh), dtype=np.float64)
-    b = np.asarray(list(standard), dtype=np.float64)
-    for name, values in (("fresh", a), ("standard", b)):
-        if values.size < 2:
-            raise FeynTuneError(f"freshness gap: {values.size} {name} value(s); need at least 2")
-        if not np.isfinite(values).all():
-            raise FeynTuneError(f"freshness gap: {name} values hold NaN or infinity")
-
-    def difference(x, y, axis=-1):
-        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-    batch = max(1, (1 << 22) // max(a.size, b.size))
-    result = stats.bootstrap((a, b), difference, paired=False, vectorized=True,
-                             n_resamples=n_resamples, confidence_level=confidence_level,
-                             method="percentile", random_state=random_state, batch=batch)
-    interval = result.confidence_interval
-    return Gap(n_standard=int(b.size), n_fresh=int(a.size), standard=float(b.mean()),
-               fresh=float(a.mean()), gap=float(a.mean() - b.mean()),
-               ci_low=float(interval.low), ci_high=float(interval.high))
+    return None

@@ -6,6 +6,10 @@ standard deviation with the 95% percentile interval. This module reproduces thos
 exactly (same random stream: a legacy `RandomState(1)` drawing resample indices row by row), but
 draws the resamples in blocks so that 9,999 resamples of a 15,808-abstract test split do not
 need a 1.2 GB index matrix at once.
+
+It is the harness's one bootstrap engine: `bootstrap_mean` (one sample) and `bootstrap_gap`
+(the difference of the means of two independent samples, e.g. fresh minus standard documents)
+both draw their resamples through `_resampled_means`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,57 @@ class BootstrapResult:
         return asdict(self)
 
 
+def _resampled_means(samples: list[np.ndarray], n_resamples: int,
+                     random_state: int) -> list[np.ndarray]:
+    """The mean of every bootstrap resample of each sample, drawn as scipy.stats.bootstrap draws
+    them: one legacy RandomState, blocks of resamples, and within a block the resample indices of
+    each sample in turn. With one sample the stream does not depend on the block size; with
+    several it does, so the block is scipy's `batch` (rows of at most 2**22 indices of the
+    largest sample) and callers comparing with scipy pass that batch."""
+    rng = np.random.RandomState(random_state)
+    rows = max(1, _BLOCK_ELEMENTS // max(x.size for x in samples))
+    means = [np.empty(n_resamples, dtype=np.float64) for _ in samples]
+    for start in range(0, n_resamples, rows):
+        stop = min(start + rows, n_resamples)
+        for x, out in zip(samples, means):
+            idx = rng.randint(0, x.size, (stop - start, x.size))
+            out[start:stop] = x[idx].mean(axis=-1)
+    return means
+
+
+def _percentile_interval(boot: np.ndarray, confidence_level: float) -> tuple[float, float]:
+    """The interval of `bootstrap_mean`, as numpy's percentile rounds it (its published
+    figures were computed so; the rounding differs from `_quantile_interval` in the last bit)."""
+    alpha = (1.0 - confidence_level) / 2.0
+    low, high = np.percentile(boot, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def _quantile_interval(boot: np.ndarray, confidence_level: float) -> tuple[float, float]:
+    """The interval of `bootstrap_gap`: the same linear interpolation (Hyndman and Fan's
+    definition 7), rounded as scipy.stats.quantile rounds it, which scipy.stats.bootstrap
+    uses since scipy 1.15 and the gap's figures were first computed with."""
+    y = np.sort(boot)
+    n = y.size
+    alpha = (1.0 - confidence_level) / 2.0
+    p = np.asarray([alpha, 1.0 - alpha], dtype=np.float64)
+    jg = p * n + (1 - p)
+    upper = jg // 1
+    lower = upper - 1
+    g = np.where(lower < 0, 0.0, jg % 1)
+    lower = np.clip(lower, 0, n - 1).astype(np.int64)
+    upper = np.clip(upper, 0, n - 1).astype(np.int64)
+    low, high = (1 - g) * y[lower] + g * y[upper]
+    return float(low), float(high)
+
+
+def _check_settings(name: str, n_resamples: int, confidence_level: float) -> None:
+    if n_resamples < 2:
+        raise FeynTuneError(f"{name}: n_resamples must be at least 2, got {n_resamples}")
+    if not 0.0 < confidence_level < 1.0:
+        raise FeynTuneError(f"{name}: confidence_level must be in (0, 1), got {confidence_level}")
+
+
 def bootstrap_mean(
     values: Iterable[float],
     n_resamples: int = 9999,
@@ -51,27 +106,56 @@ def bootstrap_mean(
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise FeynTuneError(f"bootstrap_mean: {bad} of {x.size} values are NaN or infinite")
-    if n_resamples < 2:
-        raise FeynTuneError(f"bootstrap_mean: n_resamples must be at least 2, got {n_resamples}")
-    if not 0.0 < confidence_level < 1.0:
-        raise FeynTuneError(f"bootstrap_mean: confidence_level must be in (0, 1), got {confidence_level}")
+    _check_settings("bootstrap_mean", n_resamples, confidence_level)
 
-    n = x.size
-    rng = np.random.RandomState(random_state)
-    rows = max(1, _BLOCK_ELEMENTS // n)
-    boot = np.empty(n_resamples, dtype=np.float64)
-    for start in range(0, n_resamples, rows):
-        stop = min(start + rows, n_resamples)
-        idx = rng.randint(0, n, (stop - start, n))
-        boot[start:stop] = x[idx].mean(axis=-1)
-
-    alpha = (1.0 - confidence_level) / 2.0
-    low, high = np.percentile(boot, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    (boot,) = _resampled_means([x], n_resamples, random_state)
+    low, high = _percentile_interval(boot, confidence_level)
     return BootstrapResult(
-        n=int(n),
+        n=int(x.size),
         mean=float(x.mean()),
         boot_mean=float(boot.mean()),
         boot_std=float(boot.std(ddof=1)),
-        ci_low=float(low),
-        ci_high=float(high),
+        ci_low=low,
+        ci_high=high,
     )
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Fresh minus standard figure of one metric, with a percentile bootstrap interval of the
+    difference (two independent samples, each resampled on its own)."""
+
+    n_standard: int
+    n_fresh: int
+    standard: float   # arithmetic means, as the leaderboard reports them
+    fresh: float
+    gap: float        # fresh - standard: for perplexity, > 0 means worse on unseen papers
+    ci_low: float
+    ci_high: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def bootstrap_gap(standard: Iterable[float], fresh: Iterable[float], n_resamples: int = 9999,
+                  confidence_level: float = 0.95, random_state: int = 1) -> Gap:
+    """mean(fresh) - mean(standard) with its percentile bootstrap interval: the two samples are
+    different documents, so nothing pairs them and each is resampled on its own.
+
+    The settings of `bootstrap_mean`; the numbers are those of
+    `scipy.stats.bootstrap((fresh, standard), mean(x) - mean(y), paired=False,
+    vectorized=True, method="percentile", random_state=1, batch=2**22 // max(sizes))`.
+    """
+    a = np.asarray(list(fresh), dtype=np.float64).ravel()
+    b = np.asarray(list(standard), dtype=np.float64).ravel()
+    for name, values in (("fresh", a), ("standard", b)):
+        if values.size < 2:
+            raise FeynTuneError(f"freshness gap: {values.size} {name} value(s); need at least 2")
+        if not np.isfinite(values).all():
+            raise FeynTuneError(f"freshness gap: {name} values hold NaN or infinity")
+    _check_settings("freshness gap", n_resamples, confidence_level)
+
+    boot_fresh, boot_standard = _resampled_means([a, b], n_resamples, random_state)
+    low, high = _quantile_interval(boot_fresh - boot_standard, confidence_level)
+    return Gap(n_standard=int(b.size), n_fresh=int(a.size), standard=float(b.mean()),
+               fresh=float(a.mean()), gap=float(a.mean() - b.mean()), ci_low=low, ci_high=high)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from finetune import curate
-from harness import cli, freshness
+from harness import cli, contamination, freshness
 from harness.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
 from harness.errors import FeynTuneError
 from harness.freshness import (
@@ -281,42 +281,42 @@ def test_cli_flag_and_bad_date(sample_path, tmp_path, capsys):
 
 # ---------------------------------------------------------------- model cut-offs
 def test_cutoff_file_and_matching():
-    entries = freshness.load_cutoffs()
+    entries = contamination.load_cutoffs()
     assert all(e.source and e.basis in ("documented", "release") for e in entries)
     assert len({e.name for e in entries}) == len(entries)
-    llama = freshness.cutoff_for("meta-llama/Llama-3.1-8B")
+    llama = contamination.cutoff_for("meta-llama/Llama-3.1-8B")
     assert (llama.name, llama.cutoff, llama.basis) == ("llama-3.1", D(2023, 12, 31), "documented")
-    assert freshness.cutoff_for("/models/Meta-Llama-3.1-8B-Instruct/").name == "llama-3.1"
-    assert freshness.cutoff_for("meta-llama/Meta-Llama-3-8B").cutoff == D(2023, 3, 31)
-    assert freshness.cutoff_for("HuggingFaceTB/SmolLM2-135M-Instruct").basis == "release"
-    assert freshness.cutoff_for("gpt-4o-2024-08-06").month == "2023-10"
-    assert freshness.cutoff_for("claude-sonnet-4-5-20250929").name == "claude-sonnet-4-5"
-    assert freshness.cutoff_for("gemini-2.5-flash").month == "2025-01"
-    assert freshness.cutoff_for("some/unknown-model") is None and freshness.cutoff_for(None) is None
-    assert freshness.model_name_from_args("pretrained=meta-llama/Llama-3.1-8B,peft=x,dtype=bfloat16") \
+    assert contamination.cutoff_for("/models/Meta-Llama-3.1-8B-Instruct/").name == "llama-3.1"
+    assert contamination.cutoff_for("meta-llama/Meta-Llama-3-8B").cutoff == D(2023, 3, 31)
+    assert contamination.cutoff_for("HuggingFaceTB/SmolLM2-135M-Instruct").basis == "release"
+    assert contamination.cutoff_for("gpt-4o-2024-08-06").month == "2023-10"
+    assert contamination.cutoff_for("claude-sonnet-4-5-20250929").name == "claude-sonnet-4-5"
+    assert contamination.cutoff_for("gemini-2.5-flash").month == "2025-01"
+    assert contamination.cutoff_for("some/unknown-model") is None and contamination.cutoff_for(None) is None
+    assert contamination.model_name_from_args("pretrained=meta-llama/Llama-3.1-8B,peft=x,dtype=bfloat16") \
         == "meta-llama/Llama-3.1-8B"
-    assert freshness.model_name_from_args({"model": "gpt-4o"}) == "gpt-4o"
+    assert contamination.model_name_from_args({"model": "gpt-4o"}) == "gpt-4o"
 
 
 def test_bad_cutoff_file(tmp_path):
     bad = tmp_path / "cutoffs.yaml"
     bad.write_text("models:\n  x: {match: ['x*'], cutoff: December}\n")
     with pytest.raises(FeynTuneError, match="not a date"):
-        freshness.load_cutoffs(bad)
+        contamination.load_cutoffs(bad)
     bad.write_text("models:\n  x: {cutoff: 2023-12}\n")
     with pytest.raises(FeynTuneError, match="needs `match` and `cutoff`"):
-        freshness.load_cutoffs(bad)
+        contamination.load_cutoffs(bad)
 
 
 def test_cutoff_warning_on_the_sample(sample_path):
     hepth = [r for r in records_of(sample_path) if primary_category(r["categories"]) == "hep-th"]
-    llama = freshness.cutoff_for("meta-llama/Llama-3.1-8B")
-    counts = freshness.documents_predating([first_version(r) for r in hepth], llama)
+    llama = contamination.cutoff_for("meta-llama/Llama-3.1-8B")
+    counts = contamination.documents_predating([first_version(r) for r in hepth], llama)
     assert counts == {"fresh": 300, "not_fresh": 72, "ambiguous_month": 0, "unparseable": 0}
-    warning = freshness.cutoff_warning("meta-llama/Llama-3.1-8B", counts, llama)
+    warning = contamination.cutoff_warning("meta-llama/Llama-3.1-8B", counts, llama)
     assert "72 of 372 documents were first versioned on or before 2023-12" in warning
     assert "documented training cut-off" in warning
-    assert freshness.cutoff_warning("x", {"fresh": 5, "not_fresh": 0, "ambiguous_month": 0,
+    assert contamination.cutoff_warning("x", {"fresh": 5, "not_fresh": 0, "ambiguous_month": 0,
                                           "unparseable": 0}, llama) is None
 
 
@@ -329,7 +329,7 @@ def test_check_samples_of_a_run(sample_path, tmp_path):
                                 for i, r in enumerate(hepth)))
     twin = tmp_path / "samples_hepth_completion_ppl_x.jsonl"
     twin.write_text(standard.read_text())
-    check = freshness.check_samples([standard, twin], "pretrained=meta-llama/Llama-3.1-8B,peft=adapters/s1")
+    check = contamination.check_samples([standard, twin], "pretrained=meta-llama/Llama-3.1-8B,peft=adapters/s1")
     assert check.is_warning and check.cutoff.name == "llama-3.1"
     # dated by id month here: the 72 older records all predate December 2023
     assert check.counts == {"fresh": 300, "not_fresh": 72, "ambiguous_month": 0, "unparseable": 0}
@@ -339,34 +339,11 @@ def test_check_samples_of_a_run(sample_path, tmp_path):
     fresh.write_text(json.dumps({"doc": {"id": "local-1", "first_version": "2024-03-05",
                                          "first_version_source": "versions"}}) + "\n"
                      + json.dumps({"doc": {"id": "local-2", "first_version": "2023-12"}}) + "\n")
-    check = freshness.check_samples([fresh], {"model": "gpt-4o"})
+    check = contamination.check_samples([fresh], {"model": "gpt-4o"})
     assert check.counts == {"fresh": 2, "not_fresh": 0, "ambiguous_month": 0, "unparseable": 0}
     assert check.message is None and not check.is_warning
-    check = freshness.check_samples([fresh], "pretrained=meta-llama/Llama-3.1-8B")
+    check = contamination.check_samples([fresh], "pretrained=meta-llama/Llama-3.1-8B")
     assert check.counts["ambiguous_month"] == 1 and check.is_warning  # December 2023 itself
 
-    unknown = freshness.check_samples([fresh], "pretrained=my/own-model")
+    unknown = contamination.check_samples([fresh], "pretrained=my/own-model")
     assert not unknown.is_warning and "no training cut-off is known for my/own-model" in unknown.message
-
-
-def test_freshness_gap():
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    standard = rng.normal(10.0, 2.0, 400)
-    worse = rng.normal(12.0, 2.0, 300)
-    gap = freshness.freshness_gap(standard, worse)
-    assert (gap.n_standard, gap.n_fresh) == (400, 300)
-    assert gap.gap == pytest.approx(worse.mean() - standard.mean())
-    assert gap.standard == pytest.approx(standard.mean()) and gap.fresh == pytest.approx(worse.mean())
-    assert 0 < gap.ci_low < gap.gap < gap.ci_high  # a real shift of 2: the interval excludes 0
-    # about +-1.96 standard errors of a difference of means
-    se = np.sqrt(standard.var(ddof=1) / 400 + worse.var(ddof=1) / 300)
-    assert gap.ci_high - gap.ci_low == pytest.approx(2 * 1.96 * se, rel=0.1)
-    same = freshness.freshness_gap(standard, rng.normal(10.0, 2.0, 300))
-    assert same.ci_low < 0 < same.ci_high
-    assert freshness.freshness_gap(standard, worse) == gap  # seeded: reproducible
-    with pytest.raises(FeynTuneError, match="need at least 2"):
-        freshness.freshness_gap(standard, [1.0])
-    with pytest.raises(FeynTuneError, match="NaN or infinity"):
-        freshness.freshness_gap(standard, [1.0, float("inf")])

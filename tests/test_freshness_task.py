@@ -9,9 +9,11 @@ import json
 import pytest
 
 from finetune import curate
-from harness import documents, freshness
+from harness import documents, fresh_documents, subtasks
 from harness.cli import main
 from harness.errors import FeynTuneError
+from harness.freshness import parse_cut
+from harness.stats import bootstrap_gap
 
 GEN_KEYS = ("semscore", "semscore_full", "word_entropy", "completion_words", "metadata_leak", "repetition")
 
@@ -31,16 +33,16 @@ def built(sample_path, tmp_path_factory):
 def test_records_from_a_build(built, capsys):
     fresh_ids = ids_of(built / "cut" / "hepth-fresh" / "test.jsonl")
     for given in (built / "cut", built / "cut" / "hepth-fresh", built / "cut" / "hepth-fresh" / "test.jsonl"):
-        got = freshness.load_fresh_records({"hepth_fresh_data": str(given)})
+        got = fresh_documents.load_fresh_records({"hepth_fresh_data": str(given)})
         assert [r["id"] for r in got.records] == fresh_ids  # file order kept
-        assert got.cut == freshness.parse_cut("2024-12-31")  # read from the build manifest
+        assert got.cut == parse_cut("2024-12-31")  # read from the build manifest
     assert "300 first versioned after 2024-12-31" in capsys.readouterr().err
     # hepth_after on top of the build's cut: the later one wins
-    later = freshness.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2026-07"})
-    assert later.cut == freshness.parse_cut("2026-07-31")
+    later = fresh_documents.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2026-07"})
+    assert later.cut == parse_cut("2026-07-31")
     assert {r["id"][:4] for r in later.records} == {"2608"}
-    earlier = freshness.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2020-01-01"})
-    assert earlier.cut == freshness.parse_cut("2024-12-31") and len(earlier.records) == 300
+    earlier = fresh_documents.load_fresh_records({"hepth_fresh_data": str(built / "cut"), "hepth_after": "2020-01-01"})
+    assert earlier.cut == parse_cut("2024-12-31") and len(earlier.records) == 300
 
 
 def test_date_cut_on_any_hepth_data_source(built):
@@ -49,29 +51,29 @@ def test_date_cut_on_any_hepth_data_source(built):
     assert expected
     for metadata in ({"hepth_data": str(built / "plain"), "hepth_after": "2024-12-31"},
                      {"hepth_data": str(standard), "hepth_after": "2024-12-31"}):
-        got = freshness.load_fresh_records(metadata)
+        got = fresh_documents.load_fresh_records(metadata)
         assert [r["id"] for r in got.records] == expected
         assert got.tally.verdicts["not_fresh"] == len(ids_of(standard)) - len(expected)
 
 
 def test_missing_or_empty_inputs_are_clear_errors(built, tmp_path):
     with pytest.raises(FeynTuneError, match="hepth_fresh_data.*hepth_after"):
-        freshness.load_fresh_records({"hepth_data": str(built / "plain")})
+        fresh_documents.load_fresh_records({"hepth_data": str(built / "plain")})
     loose = tmp_path / "docs.jsonl"
     loose.write_text((built / "cut" / "hepth-fresh" / "test.jsonl").read_text())
     with pytest.raises(FeynTuneError, match="no `feyntune data build` manifest"):
-        freshness.load_fresh_records({"hepth_fresh_data": str(loose)})
-    assert len(freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2024-12"}).records) == 300
+        fresh_documents.load_fresh_records({"hepth_fresh_data": str(loose)})
+    assert len(fresh_documents.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2024-12"}).records) == 300
     with pytest.raises(FeynTuneError, match="no hep-th document .* after 2100-01-01"):
-        freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2100-01-01"})
+        fresh_documents.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "2100-01-01"})
     with pytest.raises(FeynTuneError, match="does not exist"):
-        freshness.load_fresh_records({"hepth_fresh_data": str(tmp_path / "nope")})
+        fresh_documents.load_fresh_records({"hepth_fresh_data": str(tmp_path / "nope")})
     with pytest.raises(FeynTuneError, match="hepth_after"):
-        freshness.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "soon"})
+        fresh_documents.load_fresh_records({"hepth_fresh_data": str(loose), "hepth_after": "soon"})
 
 
 def test_documents_carry_the_cut(built, minilm_path):
-    dataset = freshness.fresh_dataset({"hepth_fresh_data": str(built / "cut"),
+    dataset = fresh_documents.fresh_dataset({"hepth_fresh_data": str(built / "cut"),
                                        "semscore_model": str(minilm_path)},
                                       documents.generation_dataset)
     rows = list(dataset["test"])
@@ -131,7 +133,7 @@ def test_both_groups_in_one_run_and_the_leaderboard(built, smollm2_path, minilm_
                                      ("semscore", "hepth_completion_fresh_gen", "hepth_completion_gen")):
         fresh = [s[metric] for s in samples[fresh_task]]
         standard = [s[metric] for s in samples[task]]
-        gap = freshness.freshness_gap(standard, fresh)
+        gap = bootstrap_gap(standard, fresh)
         assert float(row[f"{metric}_fresh_mean"]) == pytest.approx(sum(fresh) / 2)
         assert float(row[f"{metric}_fresh_gap"]) == pytest.approx(gap.gap)
         assert float(row[f"{metric}_fresh_gap_ci_low"]) == pytest.approx(gap.ci_low)
@@ -157,6 +159,6 @@ def test_eval_warns_when_documents_predate_the_cutoff(built, tmp_path, capsys):
     evaluate._warn_contamination(["run", "--model_args", "pretrained=/tmp/tiny-random"],
                                  [("hepth_completion_ppl", samples)])
     assert "note: no training cut-off is known for /tmp/tiny-random" in capsys.readouterr().err
-    assert set(evaluate.TASK_METRICS) >= set(freshness.FRESH_TASKS)
-    for fresh, twin in freshness.FRESH_TASKS.items():
+    assert set(evaluate.TASK_METRICS) >= set(subtasks.FRESH_PAIRS)
+    for fresh, twin in subtasks.FRESH_PAIRS.items():
         assert evaluate.TASK_METRICS[fresh] == evaluate.TASK_METRICS[twin]

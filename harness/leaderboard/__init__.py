@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.subtasks import RUNS_DIR
 
 FIGURE_NAMES = ("perplexity.png", "entropy_vs_length.png", "semscore.png")
 
@@ -22,19 +23,20 @@ class Built:
     out: Path
     measured_rows: int
     reported_rows: int
-    skipped: list  # list of runs.Skip
+    skipped: list  # list of harness.lmeval_outputs.Skip: whole files, and samples (Skip.line)
     notes: list[str]
 
 
 def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
           reported_file: Path | None = None, judge_ratings: Path | None = None) -> Built:
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
-    from harness.leaderboard import figures, human, page, render, runs, table
+    from harness import lmeval_outputs
+    from harness.leaderboard import figures, human, page, render, table
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FeynTuneError(f"--runs {runs_dir} is not a folder")
-    scan = runs.scan(runs_dir)
+    scan = lmeval_outputs.scan(runs_dir)
     reported = table.load_reported(reported_file or table.REPORTED_FILE)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
@@ -127,8 +129,10 @@ def _run(args) -> int:
         print(f"feyntune leaderboard: skipped {skip}", file=sys.stderr)
     for note in built.notes:
         print(f"feyntune leaderboard: note: {note}", file=sys.stderr)
+    samples = sum(1 for skip in built.skipped if skip.line is not None)
+    skipped = f"{len(built.skipped) - samples} file(s)" + (f" and {samples} sample(s)" if samples else "")
     print(f"leaderboard: {built.measured_rows} measured run(s), {built.reported_rows} reported "
-          f"row(s), {len(built.skipped)} file(s) skipped -> {built.out}/leaderboard.md, "
+          f"row(s), {skipped} skipped -> {built.out}/leaderboard.md, "
           f"leaderboard.csv, index.html, figures/{{{','.join(FIGURE_NAMES)}}}")
     return 0
 
@@ -141,8 +145,8 @@ def register(sub) -> None:
         "write leaderboard.md, leaderboard.csv, figures/*.png and index.html into --out, with "
         "the reference study's published figures as reported rows.",
     )
-    parser.add_argument("--runs", default="results/runs",
-                        help="folder of lm-eval output folders (default: results/runs)")
+    parser.add_argument("--runs", default=RUNS_DIR,
+                        help=f"folder of lm-eval output folders (default: {RUNS_DIR})")
     parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--ratings", default=None,
                         help="human ratings from `feyntune review import` "

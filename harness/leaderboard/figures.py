@@ -15,7 +15,8 @@ import math
 
 import numpy as np
 
-from harness.leaderboard.runs import GEN_TASK, Run
+from harness.lmeval_outputs import Run
+from harness.subtasks import GEN_TASK
 
 DPI = 110
 MEASURED_COLOUR = "#1f5fa8"

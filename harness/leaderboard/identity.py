@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.lmeval_outputs import parse_model_args
+
 LORA_ALL = "LoRA-all"
 LORA_QKV = "LoRA-QKV"
 
@@ -74,20 +76,6 @@ def display_name(name: str | None) -> str | None:
         return name
     looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
     return short_name(name.replace("\\", "/")) if looks_local else name
-
-
-def parse_model_args(model_args) -> dict:
-    """lm-eval's model_args as a dict, whether it was recorded as a dict or a "k=v,k=v" string."""
-    if isinstance(model_args, dict):
-        return {str(k): v for k, v in model_args.items()}
-    if not isinstance(model_args, str):
-        return {}
-    parsed = {}
-    for part in model_args.split(","):
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def mix_from_name(name: str | None) -> str | None:

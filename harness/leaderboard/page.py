@@ -9,8 +9,9 @@ from pathlib import Path
 from string import Template
 
 from harness.leaderboard.render import MISSING_TEXT, display
-from harness.leaderboard.runs import GEN_TASK, Run
 from harness.leaderboard.table import COLUMNS
+from harness.lmeval_outputs import Run
+from harness.subtasks import GEN_TASK
 
 TEMPLATE = Path(__file__).with_name("page.html")
 SAMPLES_PER_MODEL = 3

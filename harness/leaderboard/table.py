@@ -16,8 +16,9 @@ import yaml
 
 from harness.errors import FeynTuneError
 from harness.leaderboard.identity import LORA_ALL, LORA_QKV
-from harness.leaderboard.runs import FRESH_GEN_TASK, FRESH_PPL_TASK, GEN_TASK, PPL_TASK, Run
-from harness.stats import bootstrap_mean
+from harness.lmeval_outputs import Run
+from harness.stats import bootstrap_gap, bootstrap_mean
+from harness.subtasks import FRESH_PAIRS, GEN_TASK, PPL_TASK, per_document_metrics
 
 REPORTED_FILE = Path(__file__).with_name("reported.yaml")
 MEASURED = "measured"
@@ -64,7 +65,7 @@ COLUMNS = [
     Column("repetition_mean", "Repetition", 3),
     Column("completion_words_mean", "Completion words", 1),
     # hepth_completion_fresh (issue 9): the same figures on papers newer than the cut date, and
-    # fresh minus standard with a bootstrap interval of the difference (harness.freshness).
+    # fresh minus standard with a bootstrap interval of the difference (harness.stats).
     Column("fresh_after", "Fresh after",
            note="fresh documents: first versioned after this date (hepth_completion_fresh)"),
     Column("fresh_documents", "Fresh docs", note="fresh documents evaluated"),
@@ -95,14 +96,12 @@ COLUMNS = [
     Column("run", "Run"),
 ]
 COLUMN_KEYS = [c.key for c in COLUMNS]
-_GEN_MEANS = {
-    "semscore_mean": "semscore",
-    "semscore_full_mean": "semscore_full",
-    "word_entropy_mean": "word_entropy",
-    "metadata_leak_rate": "metadata_leak",
-    "repetition_mean": "repetition",
-    "completion_words_mean": "completion_words",
-}
+# Column of the mean of each per-document metric of the generation subtask.
+_GEN_MEANS = {("metadata_leak_rate" if m == "metadata_leak" else f"{m}_mean"): m
+              for m in per_document_metrics(GEN_TASK)}
+# The figure each fresh column compares with its standard subtask's.
+_FRESH_FIGURES = (("ppl_token", PPL_TASK), ("semscore", GEN_TASK))
+_FRESH_OF = {standard: fresh for fresh, standard in FRESH_PAIRS.items()}
 
 
 def _mean(values: list[float]) -> float:
@@ -152,10 +151,8 @@ def _fresh_stats(run: Run, row: dict) -> None:
     """Fresh figures beside the standard ones. The gap compares with the standard documents
     that are not fresh ones (a date cut on the same source makes them overlap), so the two
     samples are disjoint; it needs both subtasks in the same run."""
-    from harness.freshness import freshness_gap
-
-    for metric, fresh_task, standard_task in (("ppl_token", FRESH_PPL_TASK, PPL_TASK),
-                                              ("semscore", FRESH_GEN_TASK, GEN_TASK)):
+    for metric, standard_task in _FRESH_FIGURES:
+        fresh_task = _FRESH_OF[standard_task]
         docs = run.samples.get(fresh_task)
         if not docs:
             row[f"{metric}_fresh_mean"] = run.aggregates.get(fresh_task, {}).get(metric)
@@ -173,7 +170,7 @@ def _fresh_stats(run: Run, row: dict) -> None:
         if not all(math.isfinite(v) for v in standard + fresh):
             run.notes.append(f"{fresh_task}: non-finite {metric} values; no fresh gap")
             continue
-        gap = freshness_gap(standard, fresh)
+        gap = bootstrap_gap(standard, fresh)
         row.update({f"{metric}_fresh_gap": gap.gap, f"{metric}_fresh_gap_ci_low": gap.ci_low,
                     f"{metric}_fresh_gap_ci_high": gap.ci_high})
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from harness.subtasks import RUNS_DIR
+
 
 def _build(args) -> int:
     from harness.review.build import build_review
@@ -59,7 +61,7 @@ def register(sub) -> None:
         description="Pick N documents that every chosen model completed and write one "
         "self-contained page showing each prompt with the completions under neutral labels "
         "in a shuffled order, plus a key file mapping labels to models.")
-    build.add_argument("--runs", default="results/runs", help="lm-eval runs (default: results/runs)")
+    build.add_argument("--runs", default=RUNS_DIR, help=f"lm-eval runs (default: {RUNS_DIR})")
     build.add_argument("--n", type=int, default=10, help="documents to rate (default: 10)")
     build.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                        help="leaderboard labels or run paths (default: every run with completions)")

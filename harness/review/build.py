@@ -18,9 +18,10 @@ from pathlib import Path
 from string import Template
 
 from harness.errors import FeynTuneError
-from harness.leaderboard.runs import GEN_TASK, Run, scan
 from harness.leaderboard.table import run_labels
+from harness.lmeval_outputs import Run, scan
 from harness.review.criteria import CRITERIA, MAX_SCORE, MIN_SCORE, RATINGS_COLUMNS
+from harness.subtasks import GEN_TASK
 
 TEMPLATE = Path(__file__).with_name("page.html")
 TRUTH = "true continuation"  # the key's model name for the human-written text

@@ -1,12 +1,12 @@
 """lm-eval hooks of the hepth_completion_fresh tasks: the hepth_completion documents restricted
-to abstracts first versioned after a cut date (harness/freshness.py does the work)."""
+to abstracts first versioned after a cut date (harness/fresh_documents.py does the work)."""
 
-from harness import documents, freshness
+from harness import documents, fresh_documents
 
 
 def load_generation_docs(**metadata):
-    return freshness.fresh_dataset(metadata, documents.generation_dataset)
+    return fresh_documents.fresh_dataset(metadata, documents.generation_dataset)
 
 
 def load_perplexity_docs(**metadata):
-    return freshness.fresh_dataset(metadata, documents.perplexity_dataset)
+    return fresh_documents.fresh_dataset(metadata, documents.perplexity_dataset)

@@ -1,4 +1,7 @@
-"""Reading lm-eval 0.4.13 output folders: results_<date>.json with its samples_<task>_<date>.jsonl.
+"""The one reader of lm-eval 0.4.13 outputs: results_<date>.json with its samples_<task>_<date>.jsonl.
+
+Used by `feyntune eval` (its bootstrap summary and the contamination check), the leaderboard,
+the review page and the demo.
 
 lm-eval writes, per run, `<output_path>/<model>/results_<date_id>.json` (aggregates, `config`
 with model and model_args, `configs` per task with its generation_kwargs, `n-samples`, `date`
@@ -6,41 +9,40 @@ with model and model_args, `configs` per task with its generation_kwargs, `n-sam
 per task with the same date_id, one JSON object per document holding `doc_id`, `doc`,
 `filtered_resps` and the per-document metric values. A run is the results file plus the sample
 files beside it with its date_id. Anything else -- unreadable JSON, a truncated samples file, a
-run of another task, a stray file -- is reported as a skip and left out, never fatal.
+run of another task, a stray file, a field of the wrong type -- is reported as a skip and left
+out, never fatal. A sample whose metric value is NaN is left out of every figure of its run and
+named as a skip of its own; the rest of the file is used.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.leaderboard.identity import ModelIdentity, identify
+from harness.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
 
-GEN_TASK = "hepth_completion_gen"
-PPL_TASK = "hepth_completion_ppl"
-# hepth_completion_fresh (issue 9): the same subtasks on documents newer than a cut date.
-FRESH_GEN_TASK = "hepth_completion_fresh_gen"
-FRESH_PPL_TASK = "hepth_completion_fresh_ppl"
-TASKS = (GEN_TASK, PPL_TASK, FRESH_GEN_TASK, FRESH_PPL_TASK)
-# Per-document values the contract guarantees in each subtask's samples (contracts.md).
-REQUIRED_METRICS = {
-    GEN_TASK: ("semscore", "semscore_full", "word_entropy", "completion_words",
-               "metadata_leak", "repetition"),
-    PPL_TASK: ("ppl_token", "ppl_word"),
-}
-REQUIRED_METRICS[FRESH_GEN_TASK] = REQUIRED_METRICS[GEN_TASK]
-REQUIRED_METRICS[FRESH_PPL_TASK] = REQUIRED_METRICS[PPL_TASK]
+if TYPE_CHECKING:  # identity reads model_args with parse_model_args below
+    from harness.leaderboard.identity import ModelIdentity
+
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
+
+
+# What one file or sample can hold that makes it unusable; anything else is a bug, not bad input.
+_BAD_CONTENT = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError,
+                UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
 class Skip:
     path: str    # relative to the runs folder
     reason: str
+    line: int | None = None  # a single sample of the file, not the whole file
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
@@ -80,6 +82,50 @@ class RunsScan:
     skips: list[Skip]
 
 
+def parse_model_args(model_args) -> dict:
+    """lm-eval's model_args as a dict, whether it was recorded as a dict or a "k=v,k=v" string."""
+    if isinstance(model_args, dict):
+        return {str(k): v for k, v in model_args.items()}
+    if not isinstance(model_args, str):
+        return {}
+    parsed = {}
+    for part in model_args.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def iter_samples(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, sample) of every non-blank line of a samples_*.jsonl file; ValueError
+    saying which line when one is not a JSON object."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"line {number} is not JSON ({getattr(err, 'msg', err)}); "
+                                 "truncated file?") from None
+            except RecursionError:
+                raise ValueError(f"line {number} is nested too deeply to read") from None
+            if not isinstance(sample, dict):
+                raise ValueError(f"line {number} is not an lm-eval sample (not an object)")  # noqa: TRY004
+            yield number, sample
+
+
+def metric_values(path: str | Path, metrics: tuple[str, ...]) -> dict[str, list[float]]:
+    """Per-document values of `metrics`, in file order, of the samples that hold them (metrics no
+    sample holds are left out): what `feyntune eval` bootstraps right after a run."""
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    for _, sample in iter_samples(path):
+        for m in metrics:
+            if m in sample:
+                values[m].append(float(sample[m]))
+    return {m: v for m, v in values.items() if v}
+
+
 def _date_id(name: str, prefix: str, suffix: str) -> str:
     """The date_id of results_<date_id>.json; for samples_<task>_<date_id>.jsonl see below."""
     return name[len(prefix): -len(suffix)]
@@ -95,20 +141,23 @@ def _samples_parts(name: str) -> tuple[str, str]:
 def _float(value) -> float | None:
     if isinstance(value, bool):
         return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
             return float(value)
-        except ValueError:
-            return None
+        if isinstance(value, str):
+            return float(value)
+    except (ValueError, OverflowError):  # "abc"; an integer too large for a float
+        return None
     return None
 
 
 def _started(results: dict, date_id: str) -> datetime | None:
     stamp = _float(results.get("date"))
     if stamp is not None and math.isfinite(stamp):
-        return datetime.fromtimestamp(stamp, tz=timezone.utc).replace(microsecond=0)
+        try:
+            return datetime.fromtimestamp(stamp, tz=timezone.utc).replace(microsecond=0)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"'date' {results.get('date')!r} is not a time (corrupt file?)") from None
     try:  # the file name's date_id is local time without a zone; better than nothing
         return datetime.strptime(date_id[:19], "%Y-%m-%dT%H-%M-%S").replace(tzinfo=timezone.utc)
     except ValueError:
@@ -178,53 +227,75 @@ def _completion(sample: dict) -> str | None:
     return None
 
 
-def read_samples(path: Path, task: str, expected: int | None) -> list[Document]:
-    """One samples file; raises ValueError with the reason when it cannot be used whole."""
+def _text(doc: dict, key: str, number: int) -> str | None:
+    value = doc.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"line {number}: doc.{key} is not text ({type(value).__name__})")
+    return value
+
+
+@dataclass(frozen=True)
+class SamplesFile:
+    documents: list[Document]          # by doc_id
+    nan_lines: list[tuple[int, str]]   # (line, reason) of samples left out for a NaN value
+
+
+def read_samples(path: Path, task: str, expected: int | None) -> SamplesFile:
+    """One samples file; raises ValueError with the reason when it cannot be used whole.
+
+    A sample with a NaN metric value is the one exception: it is left out and listed, so one
+    bad document does not turn its run's figures into NaN.
+    """
     documents: list[Document] = []
+    nan_lines: list[tuple[int, str]] = []
     seen: set[int] = set()
-    wanted = REQUIRED_METRICS[task]
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except ValueError as err:
-                raise ValueError(f"line {number} is not JSON ({err.msg}); truncated file?") from None
-            if not isinstance(sample, dict) or not isinstance(sample.get("doc"), dict) \
-                    or "doc_id" not in sample:
-                raise ValueError(f"line {number} is not an lm-eval sample (no doc/doc_id)")
-            missing = [m for m in wanted if m not in sample]
-            if missing:
-                raise ValueError(f"line {number} lacks the per-document metric(s) "
-                                 f"{', '.join(missing)}")
-            metrics = {}
-            for metric in wanted:
-                value = _float(sample[metric])
-                if value is None:
-                    raise ValueError(f"line {number}: {metric} is not a number")
-                metrics[metric] = value
-            doc_id = sample["doc_id"]
-            if doc_id in seen:
-                raise ValueError(f"line {number}: document {doc_id} appears twice")
-            seen.add(doc_id)
-            doc = sample["doc"]
-            documents.append(Document(
-                doc_id=int(doc_id),
-                arxiv_id=str(doc["id"]) if doc.get("id") is not None else None,
-                prompt=doc.get("prompt"),
-                truth=doc.get("y_true"),
-                completion=_completion(sample) if task in (GEN_TASK, FRESH_GEN_TASK) else None,
-                metrics=metrics,
-                fresh_after=str(doc["fresh_after"]) if doc.get("fresh_after") else None,
-            ))
+    wanted = per_document_metrics(task)
+    for number, sample in iter_samples(path):
+        if not isinstance(sample.get("doc"), dict) or "doc_id" not in sample:
+            raise ValueError(f"line {number} is not an lm-eval sample (no doc/doc_id)")
+        doc_id = sample["doc_id"]
+        # lm-eval numbers documents 0, 1, ...; anything else (null, a list, text) is corruption
+        if not isinstance(doc_id, int) or isinstance(doc_id, bool):
+            raise ValueError(  # noqa: TRY004 -- bad content, reported as a skip like the rest
+                f"line {number}: doc_id {json.dumps(doc_id)} is not a document number")
+        missing = [m for m in wanted if m not in sample]
+        if missing:
+            raise ValueError(f"line {number} lacks the per-document metric(s) "
+                             f"{', '.join(missing)}")
+        metrics = {}
+        for metric in wanted:
+            value = _float(sample[metric])
+            if value is None:
+                raise ValueError(f"line {number}: {metric} is not a number")
+            metrics[metric] = value
+        if doc_id in seen:
+            raise ValueError(f"line {number}: document {doc_id} appears twice")
+        seen.add(doc_id)
+        nan = [m for m, v in metrics.items() if math.isnan(v)]
+        if nan:
+            reason = (f"line {number} (doc_id {doc_id}): {', '.join(nan)} is NaN; sample left "
+                      "out of its run's figures")
+            nan_lines.append((number, reason))
+            continue
+        doc = sample["doc"]
+        documents.append(Document(
+            doc_id=doc_id,
+            arxiv_id=str(doc["id"]) if doc.get("id") is not None else None,
+            prompt=_text(doc, "prompt", number),
+            truth=_text(doc, "y_true", number),
+            completion=_completion(sample) if task in GEN_TASKS else None,
+            metrics=metrics,
+            fresh_after=str(doc["fresh_after"]) if doc.get("fresh_after") else None,
+        ))
     if not documents:
-        raise ValueError("no samples in the file")
-    if expected is not None and len(documents) != expected:
-        raise ValueError(f"{len(documents)} samples but the results file reports {expected}; "
+        raise ValueError("no samples in the file" if not nan_lines else
+                         f"every sample ({len(nan_lines)}) has a NaN metric value")
+    count = len(documents) + len(nan_lines)
+    if expected is not None and count != expected:
+        raise ValueError(f"{count} samples but the results file reports {expected}; "
                          "partial file?")
     documents.sort(key=lambda d: d.doc_id)
-    return documents
+    return SamplesFile(documents, nan_lines)
 
 
 def _load_results(path: Path) -> dict:
@@ -235,6 +306,8 @@ def _load_results(path: Path) -> dict:
         raise ValueError("not UTF-8 text") from None
     except ValueError as err:
         raise ValueError(f"not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
     if not isinstance(results, dict) or not isinstance(results.get("results"), dict) \
             or not isinstance(results.get("config"), dict):
         raise ValueError("not an lm-eval results file (no 'results'/'config')")  # noqa: TRY004
@@ -254,6 +327,8 @@ def scan(runs_dir: Path) -> RunsScan:
 
     from tqdm import tqdm
 
+    from harness.leaderboard.identity import identify
+
     files = sorted(p for p in runs_dir.rglob("*") if p.is_file())
     results_files = [p for p in files
                      if p.name.startswith(RESULTS_PREFIX) and p.name.endswith(".json")]
@@ -266,16 +341,16 @@ def scan(runs_dir: Path) -> RunsScan:
         date_id = _date_id(name, RESULTS_PREFIX, ".json")
         try:
             results = _load_results(path)
-        except ValueError as err:
-            skips.append(Skip(rel, str(err)))
+            run = Run(
+                run_id=rel[: -len(".json")],
+                identity=identify(results["config"], results),
+                started=_started(results, date_id),
+                settings=_settings(results),
+                aggregates=_aggregates(results),
+            )
+        except _BAD_CONTENT as err:
+            skips.append(Skip(rel, _reason(err)))
             continue
-        run = Run(
-            run_id=rel[: -len(".json")],
-            identity=identify(results["config"], results),
-            started=_started(results, date_id),
-            settings=_settings(results),
-            aggregates=_aggregates(results),
-        )
         failed = _provider_run(results["config"]).get("document_errors")
         if isinstance(failed, list) and failed:
             run.notes.append(f"{len(failed)} request(s) failed at the provider and were scored "
@@ -289,12 +364,18 @@ def scan(runs_dir: Path) -> RunsScan:
                                  "lm-eval's aggregates shown, no bootstrap")
                 continue
             claimed.add(samples_path)
+            samples_rel = samples_path.relative_to(runs_dir).as_posix()
             try:
-                run.samples[task] = read_samples(samples_path, task,
-                                                 _expected_count(results, task))
-            except (ValueError, OSError, UnicodeDecodeError) as err:
-                skips.append(Skip(samples_path.relative_to(runs_dir).as_posix(), str(err)))
+                read = read_samples(samples_path, task, _expected_count(results, task))
+            except (*_BAD_CONTENT, OSError) as err:
+                skips.append(Skip(samples_rel, _reason(err)))
                 run.notes.append(f"{task}: samples file skipped; lm-eval's aggregates shown")
+                continue
+            run.samples[task] = read.documents
+            if read.nan_lines:
+                skips += [Skip(samples_rel, reason, line) for line, reason in read.nan_lines]
+                run.notes.append(f"{task}: {len(read.nan_lines)} sample(s) with a NaN value "
+                                 f"skipped; figures over the other {len(read.documents)}")
         runs.append(run)
 
     for path in files:
@@ -305,9 +386,19 @@ def scan(runs_dir: Path) -> RunsScan:
             task, date_id = _samples_parts(path.name)
             if task not in TASKS:
                 reason = f"samples of another task ({task})"
+            elif path.with_name(f"{RESULTS_PREFIX}{date_id}.json") in claimed:
+                reason = f"its {RESULTS_PREFIX}{date_id}.json was skipped"
             else:
-                reason = f"no results_{date_id}.json beside it"
+                reason = f"no {RESULTS_PREFIX}{date_id}.json beside it"
         else:
             reason = "not an lm-eval output file"
         skips.append(Skip(rel, reason))
     return RunsScan(runs, skips)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, (ValueError, OSError)) and not isinstance(err, UnicodeDecodeError):
+        return str(err)
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return f"unreadable ({type(err).__name__}: {err})"
