@@ -48,6 +48,7 @@ from harness.abstracts import (
     primary_category,
 )
 from harness.errors import FeynTuneError
+from harness.subtasks import FRESH_DIR
 
 DEFAULT_CONFIG = Path(__file__).with_name("sets.yaml")
 SPLITS = ("train", "validation", "test")
@@ -531,7 +532,6 @@ def compose(config: CurationConfig, name: str, resolve, seed: int,
 
 
 # ----------------------------------------------------------------------------- fresh split
-FRESH_DIR = "hepth-fresh"
 FRESH_CATEGORY = "hep-th"
 
 
