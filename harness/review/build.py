@@ -150,22 +150,43 @@ def _page(documents: list[dict], review_id: str) -> str:
     )
 
 
+def _existing_review(path: Path) -> str:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("review")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    return f" (review {old})" if isinstance(old, str) else ""
+
+
+def refuse_overwrite(files: dict[Path, str]) -> None:
+    """An existing page or key that would change is left alone: ratings exported from a page
+    are imported with its key, so replacing either orphans them."""
+    changed = [p for p, text in files.items()
+               if p.exists() and (not p.is_file() or p.read_bytes() != text.encode("utf-8"))]
+    if changed:
+        names = ", ".join(f"{p}{_existing_review(p)}" for p in changed)
+        raise FeynTuneError(
+            f"{names} already exist(s) and would change; ratings exported from that page need "
+            "its key. Build the new review into another folder (--out) beside it, or add "
+            "--force to replace it")
+
+
 def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] | None = None,
                  seed: int = 42, include_truth: bool = True,
-                 key_path: Path | None = None) -> tuple[Path, Path, list[str]]:
-    """Write the page and the key; returns (page, key, messages)."""
+                 key_path: Path | None = None,
+                 force: bool = False) -> tuple[Path, Path, list[str]]:
+    """Write the page and the key; returns (page, key, messages). An existing page or key is
+    replaced only with `force` (rewriting the very same review is always allowed)."""
     result = scan(Path(runs_dir))
     labels = run_labels(result.runs)
     chosen = choose_runs(result.runs, labels, models)
     documents, messages = plan(chosen, labels, n, seed, include_truth)
     review_id = _review_id(documents, seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / PAGE_NAME
-    page.write_text(_page(documents, review_id), encoding="utf-8")
     key = Path(key_path) if key_path else out_dir / KEY_NAME
-    key.parent.mkdir(parents=True, exist_ok=True)
-    key.write_text(json.dumps({
+    page_text = _page(documents, review_id)
+    key_text = json.dumps({
         "format": KEY_FORMAT,
         "review": review_id,
         "seed": seed,
@@ -177,6 +198,12 @@ def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] |
             "labels": {label: {"run": e.run, "model": e.model}
                        for label, e in doc["entries"].items()},
         } for doc in documents],
-    }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    }, indent=2, ensure_ascii=False) + "\n"
+    if not force:
+        refuse_overwrite({page: page_text, key: key_text})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(page_text, encoding="utf-8")
+    key.write_text(key_text, encoding="utf-8")
     messages += [f"skipped {s}" for s in result.skips]
     return page, key, messages
