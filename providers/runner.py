@@ -398,6 +398,9 @@ def run_requests(
                 interrupted = True
                 run.stop.set()
                 _first_interrupt(run, workers)
+    except BaseException:
+        run.stop.set()  # whatever ends this loop, nothing new is sent behind the user's back
+        raise
     finally:
         bar.close()
     if failure is not None:
