@@ -185,25 +185,31 @@ def test_a_summary_only_or_foreign_ratings_file_is_left_alone(tmp_path, key_path
 
 # -- item 3: an existing review is never overwritten without --force ---------------------------
 @pytest.mark.slow
-def test_an_existing_review_is_not_overwritten_without_force(hepth_eval_runs, tmp_path, capsys):
+def test_an_existing_review_is_kept_and_a_new_one_written_beside_it(hepth_eval_runs, tmp_path,
+                                                                    capsys):
     out = tmp_path / "review"
     page, key, _ = build_review(hepth_eval_runs, out, n=2, seed=1)
     first_page, first_key = page.read_bytes(), key.read_bytes()
     review = json.loads(first_key)["review"]
 
-    build_review(hepth_eval_runs, out, n=2, seed=1)  # the very same review: harmless
-    assert key.read_bytes() == first_key
+    _, _, messages = build_review(hepth_eval_runs, out, n=2, seed=1)  # the very same review
+    assert not messages and key.read_bytes() == first_key
 
     argv = ["review", "build", "--runs", str(hepth_eval_runs), "--out", str(out), "--n", "3"]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert f"{key} (review {review})" in err and "--force" in err and "--out" in err
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
     assert page.read_bytes() == first_page and key.read_bytes() == first_key
+    (new_key,) = out.glob("key-*.json")
+    (new_page,) = out.glob("review-*.html")
+    second = json.loads(new_key.read_text())["review"]
+    assert second != review and new_key.name == f"key-{second}.json"
+    assert new_page.name == f"review-{second}.html" and second in new_page.read_text()
+    assert f"kept the existing {page}, {key} (review {review})" in captured.err
+    assert f"key: {new_key}" in captured.out
 
-    beside = tmp_path / "review-2"  # a new review beside the first
-    assert cli.main(argv[:-4] + ["--out", str(beside), "--n", "3"]) == 0
-    assert key.read_bytes() == first_key
-    assert json.loads((beside / "key.json").read_text())["review"] != review
+    assert cli.main(argv) == 0  # the same new review again: nothing more is written
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["review.html", "key.json", new_page.name, new_key.name])
 
     assert cli.main([*argv, "--force"]) == 0
-    assert json.loads(key.read_text())["review"] != review
+    assert json.loads(key.read_text())["review"] == second

@@ -5,7 +5,8 @@
     feyntune review import ratings-*.csv --key review/key.json
         -> results/human_ratings.json, shown by `feyntune leaderboard`
 
-An existing review is never overwritten without --force: build a new one beside it (--out).
+An existing review is never overwritten without --force: a build that would change it writes
+the new review beside it (review-ID.html, key-ID.json).
 Imports accumulate in the ratings file; a rater's re-import of a review replaces only that
 rater's earlier rows of that review.
 """
@@ -80,8 +81,9 @@ def register(sub) -> None:
     build.add_argument("--out", default="review", help="output folder (default: review)")
     build.add_argument("--key", default=None, help="key file (default: OUT/key.json)")
     build.add_argument("--force", action="store_true",
-                       help="replace an existing review page and key (ratings exported from "
-                       "the old page can then no longer be imported)")
+                       help="replace an existing, different review page and key (ratings "
+                       "exported from the old page can then no longer be imported); without "
+                       "it the new review is written beside the old one")
     build.set_defaults(func=_build)
 
     imp = commands.add_parser(

@@ -158,25 +158,38 @@ def _existing_review(path: Path) -> str:
     return f" (review {old})" if isinstance(old, str) else ""
 
 
-def refuse_overwrite(files: dict[Path, str]) -> None:
-    """An existing page or key that would change is left alone: ratings exported from a page
-    are imported with its key, so replacing either orphans them."""
-    changed = [p for p, text in files.items()
-               if p.exists() and (not p.is_file() or p.read_bytes() != text.encode("utf-8"))]
-    if changed:
-        names = ", ".join(f"{p}{_existing_review(p)}" for p in changed)
-        raise FeynTuneError(
-            f"{names} already exist(s) and would change; ratings exported from that page need "
-            "its key. Build the new review into another folder (--out) beside it, or add "
-            "--force to replace it")
+def _would_change(path: Path, text: str) -> bool:
+    return path.exists() and (not path.is_file() or path.read_bytes() != text.encode("utf-8"))
+
+
+def _beside(path: Path, review_id: str) -> Path:
+    return path.with_name(f"{path.stem}-{review_id}{path.suffix}")
+
+
+def targets(page: Path, key: Path, page_text: str, key_text: str, review_id: str,
+            force: bool) -> tuple[Path, Path, list[str]]:
+    """Where the page and key go. An existing page or key that would change is kept (ratings
+    exported from a page are imported with its key, so replacing either orphans them): the new
+    review goes beside it under names carrying its id, unless `force`."""
+    if force or not (_would_change(page, page_text) or _would_change(key, key_text)):
+        return page, key, []
+    new_page, new_key = _beside(page, review_id), _beside(key, review_id)
+    for path, text in ((new_page, page_text), (new_key, key_text)):
+        if _would_change(path, text):  # only a foreign file can sit under a digest's name
+            raise FeynTuneError(f"{path} exists and is not this review's; move it away")
+    kept = ", ".join(f"{p}{_existing_review(p)}" for p in (page, key) if p.exists())
+    message = (f"kept the existing {kept}: ratings exported from that page need its key. The "
+               f"new review (another set of runs or documents) is {new_page} with key "
+               f"{new_key}; --force replaces the old one instead")
+    return new_page, new_key, [message]
 
 
 def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] | None = None,
                  seed: int = 42, include_truth: bool = True,
                  key_path: Path | None = None,
                  force: bool = False) -> tuple[Path, Path, list[str]]:
-    """Write the page and the key; returns (page, key, messages). An existing page or key is
-    replaced only with `force` (rewriting the very same review is always allowed)."""
+    """Write the page and the key; returns (page, key, messages). An existing, different page
+    or key is replaced only with `force`; otherwise the new review is written beside it."""
     result = scan(Path(runs_dir))
     labels = run_labels(result.runs)
     chosen = choose_runs(result.runs, labels, models)
@@ -199,8 +212,8 @@ def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] |
                        for label, e in doc["entries"].items()},
         } for doc in documents],
     }, indent=2, ensure_ascii=False) + "\n"
-    if not force:
-        refuse_overwrite({page: page_text, key: key_text})
+    page, key, moved = targets(page, key, page_text, key_text, review_id, force)
+    messages += moved
     out_dir.mkdir(parents=True, exist_ok=True)
     key.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(page_text, encoding="utf-8")
