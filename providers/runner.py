@@ -294,6 +294,7 @@ class _Workers:
         self.jobs = deque(jobs)
         self.results: queue.Queue = queue.Queue()
         self.in_flight = 0
+        self.exited = 0  # read and written by the main thread only
         self.threads = min(threads, len(jobs))
         self._lock = threading.Lock()
         for n in range(self.threads):
@@ -319,16 +320,21 @@ class _Workers:
         finally:
             self.results.put(_EXITED)
 
+    def flying(self) -> int:
+        with self._lock:
+            return self.in_flight
+
     def results_until_done(self):
-        """(key, Outcome) as they arrive, until every worker has stopped."""
-        exited = 0
-        while exited < self.threads:
+        """(key, Outcome) as they arrive, until every worker has stopped. Called again after a
+        Ctrl-C, it goes on where the interrupted call stopped (the count of exited workers
+        lives on the object, not in the generator)."""
+        while self.exited < self.threads:
             try:
                 item = self.results.get(timeout=0.5)  # short: Ctrl-C is seen between waits
             except queue.Empty:
                 continue
             if item is _EXITED:
-                exited += 1
+                self.exited += 1
             else:
                 yield item
 
@@ -436,17 +442,13 @@ def run_requests(
 
 
 def _first_interrupt(run: _Run, workers: _Workers) -> None:
-    with workers._lock:
-        flying = workers.in_flight
-    run.say(f"Ctrl-C: no new requests are sent; waiting for the {flying} in flight (at most "
+    run.say(f"Ctrl-C: no new requests are sent; waiting for the {workers.flying()} in flight (at most "
             f"the {run.provider.timeout:g} s request timeout) so that their answers are stored. "
             "Ctrl-C again abandons them.")
 
 
 def _abandon(run: _Run, workers: _Workers, cache: CompletionCache) -> None:
-    with workers._lock:
-        flying = workers.in_flight
-    run.say(f"Ctrl-C again: abandoned {flying} request(s) in flight; the answers received so "
+    run.say(f"Ctrl-C again: abandoned {workers.flying()} request(s) in flight; the answers received so "
             f"far are stored in {cache.path}; running again sends only the missing requests")
 
 
