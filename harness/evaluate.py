@@ -145,8 +145,8 @@ def _model_path_problem(value: str, adapter: bool, local_only: bool) -> str | No
         if adapter and not (path / "adapter_config.json").is_file():
             return "the folder has no adapter_config.json, so it is not a PEFT adapter"
         return None
-    if path.exists():
-        return "is a file; a model or adapter is a folder (or a hub id)"
+    if path.exists():  # a file: vLLM loads a model from one .gguf file, but no adapter
+        return "is a file; an adapter is a folder (or a hub id)" if adapter else None
     if local_only:
         return "no such folder"
     try:

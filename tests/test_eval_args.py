@@ -50,8 +50,8 @@ def _eval(model_args: str, *more: str) -> list[str]:
      "--model_args peft={m}: the folder has no adapter_config.json"),
     (lambda m, a: _eval(f"pretrained={m.parent}/modle"),
      "--model_args pretrained={m.parent}/modle: no such folder, and not a hub id"),
-    (lambda m, a: _eval(f"pretrained={m / 'config.json'}"),
-     "--model_args pretrained={m}/config.json: is a file"),
+    (lambda m, a: _eval(f"pretrained={m},peft={a / 'adapter_config.json'}"),
+     "--model_args peft={a}/adapter_config.json: is a file"),
     (lambda m, a: _eval(f"pretrained={m},lora_local_path=adapter"),
      "--model_args lora_local_path=adapter: no such folder"),
     (lambda m, a: _eval(f"pretrained={m}", "--limit", "0"), "--limit 0: must be a positive"),
@@ -74,6 +74,7 @@ def test_good_arguments_pass(folders):
                        {"pretrained": "meta-llama/Llama-3.1-8B", "peft": "LLMsForHepth/s3-L"},
                        {"pretrained": "gpt2", "dtype": "float32"},
                        {"pretrained": str(model), "lora_local_path": "runs/adapter-s3"},
+                       {"pretrained": str(model / "config.json")},  # vLLM: one .gguf file
                        {"provider": "openai", "model": "gpt-4o"}):
         for limit in (None, 3.0, 0.5):
             check_run_arguments(argparse.Namespace(model_args=model_args, limit=limit))
