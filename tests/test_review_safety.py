@@ -175,8 +175,13 @@ def test_a_summary_only_or_foreign_ratings_file_is_left_alone(tmp_path, key_path
         {"run": None, "model": "m1", "mean": 6.0, "n": 3}]}))
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"something": "else"}')
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps({"format": "feyntune-human-ratings/1", "models": [], "ratings": [
+        {"run": None, "model": "m1", "rater": "x", "document": "1", "scores": {"overall": "9"},
+         "review": None, "label": None, "file": "a.csv"}]}))
     for out, why in ((summary_only, "holds per-model scores but not the rating rows"),
-                     (foreign, "is not a FeynTune human-ratings file")):
+                     (foreign, "is not a FeynTune human-ratings file"),
+                     (edited, "a stored rating row is damaged (score '9' of rater 'x')")):
         before = out.read_bytes()
         assert _import([ratings], out, key_path) == 2
         assert why in capsys.readouterr().err

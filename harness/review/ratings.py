@@ -295,7 +295,13 @@ def earlier_ratings(out: Path) -> list[Rating]:
                 "file (--out), or move it away")
         return []
     try:
-        return [Rating(**{**row, "scores": dict(row["scores"])}) for row in rows]
+        ratings = [Rating(**{**row, "scores": dict(row["scores"])}) for row in rows]
+        for rating in ratings:
+            for value in rating.scores.values():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not MIN_SCORE <= value <= MAX_SCORE:
+                    raise ValueError(f"score {value!r} of rater {rating.rater!r}")
+        return ratings
     except (TypeError, KeyError, ValueError) as err:
         raise FeynTuneError(f"{out}: a stored rating row is damaged ({err}); it was not "
                             "written by `feyntune review import`") from None
