@@ -100,11 +100,57 @@ def run_lm_eval(argv: list[str]) -> int:
     if hasattr(args, "include_path"):
         # lm-eval's CLI takes one path; its TaskManager takes a list.
         args.include_path = [str(TASK_DIR)] + ([args.include_path] if args.include_path else [])
+    check_run_arguments(args)
     try:
         cli.execute(args)
     except SystemExit as stop:
         return int(stop.code or 0)
     return 0
+
+
+def check_run_arguments(args) -> None:
+    """One clear line, before lm-eval loads any model, for the ordinary mistakes it would
+    otherwise report as a long traceback: a model or adapter folder that does not exist, a value
+    that is neither a folder nor a hub id, and a --limit that selects no document."""
+    import math
+
+    limit = getattr(args, "limit", None)
+    if limit is not None and not (math.isfinite(limit) and limit > 0):
+        raise FeynTuneError(f"--limit {limit:g}: must be a positive number of documents per "
+                            "task (or, below 1, a fraction of them)")
+    model_args = getattr(args, "model_args", None)
+    if not isinstance(model_args, dict):
+        return
+    for name, adapter in (("pretrained", False), ("tokenizer", False), ("peft", True),
+                          ("lora_local_path", True)):
+        value = model_args.get(name)
+        if isinstance(value, (str, Path)) and str(value):
+            problem = _model_path_problem(str(value), adapter, local_only=name == "lora_local_path")
+            if problem:
+                raise FeynTuneError(f"--model_args {name}={value}: {problem}")
+
+
+def _model_path_problem(value: str, adapter: bool, local_only: bool) -> str | None:
+    """Why `value` can name neither a local folder nor a hub repository; None if it can."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(value)
+    if path.is_dir():
+        if adapter and not (path / "adapter_config.json").is_file():
+            return "the folder has no adapter_config.json, so it is not a PEFT adapter"
+        return None
+    if path.exists():  # a file: vLLM loads a model from one .gguf file, but no adapter
+        return "is a file; an adapter is a folder (or a hub id)" if adapter else None
+    if local_only:
+        return "no such folder"
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return "no such folder, and not a hub id of the form 'name' or 'org/name'"
+    if "/" in value and Path(value.split("/", 1)[0]).is_dir():
+        # 'runs/adapter' where ./runs exists is a misspelt local path, not a hub organisation.
+        return f"no such folder in {value.split('/', 1)[0]}/ (and not downloaded from the hub)"
+    return None
 
 
 def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Path]]:

@@ -28,6 +28,8 @@ class _Bucket:
 
 
 class RateLimiter:
+    PAUSE_REASON = "a pause after HTTP 429"
+
     def __init__(
         self,
         rpm: float | None = None,
@@ -49,22 +51,33 @@ class RateLimiter:
         self._last = now
         return now
 
-    def acquire(self, tokens: float, stop: threading.Event) -> bool:
-        """Block until one request of about `tokens` tokens may go; False if `stop` was set."""
+    def acquire(
+        self,
+        tokens: float,
+        stop: threading.Event,
+        on_wait: Callable[[float, str], None] | None = None,
+    ) -> bool:
+        """Block until one request of about `tokens` tokens may go; False if `stop` was set.
+        `on_wait(seconds, reason)` hears of the wait once, before it starts."""
+        told = False
         while not stop.is_set():
             with self._lock:
                 now = self._refill()
-                wait = max(0.0, self._paused_until - now)
+                waits = {self.PAUSE_REASON: max(0.0, self._paused_until - now)}
                 if self._requests:
-                    wait = max(wait, self._requests.wait_for(1.0))
+                    waits["the rpm limit"] = self._requests.wait_for(1.0)
                 if self._tokens:
-                    wait = max(wait, self._tokens.wait_for(tokens))
+                    waits["the tpm limit"] = self._tokens.wait_for(tokens)
+                reason, wait = max(waits.items(), key=lambda item: item[1])
                 if wait <= 0.0:
                     if self._requests:
                         self._requests.level -= 1.0
                     if self._tokens:
                         self._tokens.level -= tokens
                     return True
+            if on_wait is not None and not told:
+                told = True
+                on_wait(wait, reason)
             stop.wait(min(wait, 0.5))
         return False
 

@@ -78,6 +78,7 @@ class ProviderLM(LM):
         max_retry_time: float = 600.0,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        max_wait: float = 120.0,
         **extra: Any,
     ) -> None:
         super().__init__()
@@ -86,7 +87,7 @@ class ProviderLM(LM):
             raise FeynTuneError(
                 f"unknown model_args for --model provider: {sorted(unknown)} (known: provider, "
                 "model, base_url, num_concurrent, rpm, tpm, max_retries, timeout, api_key_env, "
-                "max_retry_time, backoff_initial, backoff_max)"
+                "max_retry_time, backoff_initial, backoff_max, max_wait)"
             )
         if not provider or not model:
             raise FeynTuneError(
@@ -101,6 +102,7 @@ class ProviderLM(LM):
             max_retry_seconds=float(max_retry_time),
             backoff_initial=float(backoff_initial),
             backoff_max=float(backoff_max),
+            max_wait=float(max_wait),
         )
         # Builds the SDK client and reads the key: a missing key fails here, before any request.
         self.provider = create_provider(

@@ -1,14 +1,22 @@
-"""Send many requests through one provider: cache first, then a thread pool with rate limits,
-bounded retries with jittered exponential back-off honouring Retry-After, and a clear stop on
-errors that retrying cannot fix. Every provider gets all of this without writing any of it."""
+"""Send many requests through one provider: cache first, then a pool of worker threads with rate
+limits, bounded retries with jittered exponential back-off honouring Retry-After, and a clear stop
+on errors that retrying cannot fix. Every provider gets all of this without writing any of it.
+
+No wait is silent or unbounded: a wait over ANNOUNCE_WAIT_S seconds is announced with its reason,
+none exceeds `max_wait`, and a wait that would run past a request's retry budget is not taken.
+Ctrl-C stops sending and waits for the requests in flight (their answers are stored); a second
+Ctrl-C abandons them."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
+import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +38,10 @@ from providers.limits import RateLimiter
 
 log = logging.getLogger("feyntune.providers")
 
+ANNOUNCE_WAIT_S = 5.0  # a wait at least this long is shown on screen, with its reason
+_REPEAT_NOTICE_S = 30.0  # the same kind of wait (a rate limit) is announced again after this
+_PAUSE = RateLimiter.PAUSE_REASON
+
 
 @dataclass(frozen=True)
 class Request:
@@ -50,6 +62,7 @@ class RunLimits:
     max_retry_seconds: float = 600.0  # no retry starts later than this after the first attempt
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    max_wait: float = 120.0  # no single wait is longer; a server asking for more is a failure
     max_consecutive_failures: int = 10  # that many requests in a row failing = service down
 
     def __post_init__(self) -> None:
@@ -61,6 +74,13 @@ class RunLimits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise FeynTuneError(f"{name} must be positive, got {value}")
+        if not self.max_wait > 0:
+            raise FeynTuneError(f"max_wait must be positive, got {self.max_wait}")
+        if self.rpm is not None and 60.0 / self.rpm > self.max_wait:
+            raise FeynTuneError(
+                f"rpm={self.rpm:g} spaces requests {60.0 / self.rpm:g} s apart, more than "
+                f"max_wait={self.max_wait:g} s: raise rpm or max_wait"
+            )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Equal jitter: between half and all of the exponential step (never zero)."""
@@ -129,8 +149,12 @@ def estimate_tokens(instruction: str, prompt: str, settings: GenerationSettings)
     return (len(instruction) + len(prompt)) / 4.0 + settings.max_tokens
 
 
+def _notice(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)  # above the progress bar, not through it
+
+
 class _Run:
-    def __init__(self, provider, instruction, limits, cache, seed):
+    def __init__(self, provider, instruction, limits, cache, seed, notify):
         self.provider = provider
         self.instruction = instruction
         self.limits = limits
@@ -142,10 +166,26 @@ class _Run:
         self.failures_in_a_row = 0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
+        self._notify = notify
+        self._noticed: dict[str, float] = {}
 
     def _jitter(self, attempt: int) -> float:
         with self._lock:
             return self.limits.backoff(attempt, self._rng)
+
+    def say(self, message: str, topic: str | None = None) -> None:
+        """Tell the user; a `topic` (a recurring kind of wait) is said once per _REPEAT_NOTICE_S."""
+        if topic is not None:
+            now = time.monotonic()
+            with self._lock:
+                if now - self._noticed.get(topic, -_REPEAT_NOTICE_S) < _REPEAT_NOTICE_S:
+                    return
+                self._noticed[topic] = now
+        self._notify(f"{self.provider.name}: {message}")
+
+    def _limiter_wait(self, seconds: float, reason: str) -> None:
+        if seconds >= ANNOUNCE_WAIT_S and not self.stop.is_set():
+            self.say(f"waiting {seconds:.0f} s for {reason}", topic=reason)
 
     def send(self, request: Request, key: str) -> Outcome:
         outcome = self._send(request, key)
@@ -164,12 +204,12 @@ class _Run:
 
     def _send(self, request: Request, key: str) -> Outcome:
         """One request until it is answered, refused for good, or out of retries."""
-        limits, provider = self.limits, self.provider
+        provider = self.provider
         first = time.monotonic()
         attempt = 0
         reserved = estimate_tokens(self.instruction.text, request.prompt, request.settings)
         while True:
-            if not self.limiter.acquire(reserved, self.stop):
+            if not self.limiter.acquire(reserved, self.stop, self._limiter_wait):
                 return Outcome(kind="stopped", attempts=attempt)
             try:
                 completion = provider.complete(
@@ -193,23 +233,110 @@ class _Run:
                     self.fatal = self.fatal or str(err)
                 self.stop.set()
                 return Outcome(error=str(err), kind="stopped", attempts=attempt)
-            delay = self._jitter(attempt - 1)
-            if err.retry_after is not None:
-                delay = max(delay, err.retry_after)
-                if err.status == 429:  # the whole account is limited, not just this request
-                    self.limiter.pause(err.retry_after)
+            delay, asked = self._retry_delay(attempt, err)
             elapsed = time.monotonic() - first
-            if attempt > limits.max_retries or elapsed + delay > limits.max_retry_seconds:
+            why_not = self._why_not_wait(attempt, delay, asked, elapsed)
+            if why_not:
                 return Outcome(
-                    error=f"gave up after {attempt} attempts in {elapsed:.1f} s: {err}",
+                    error=f"gave up after {attempt} attempts in {elapsed:.1f} s{why_not}: {err}",
                     kind="failed", attempts=attempt,
                 )
             with self._lock:
                 self.retries += 1
-            log.info("%s: retry %d of %s in %.2f s after: %s", provider.name, attempt,
-                     request.label or "a request", delay, err)
+            what = request.label or "a request"
+            if asked and err.status == 429:  # the whole account is limited, not just this request
+                self.limiter.pause(delay)
+                if delay >= ANNOUNCE_WAIT_S:
+                    self.say(f"rate limited (HTTP 429, Retry-After {err.retry_after:g} s): every "
+                             f"request waits {delay:.0f} s; then retry {attempt} of {what}",
+                             topic=_PAUSE)
+            elif delay >= ANNOUNCE_WAIT_S:
+                source = f"Retry-After {err.retry_after:g} s" if asked else "back-off"
+                self.say(f"waiting {delay:.0f} s ({source}) before retry {attempt} of {what} "
+                         f"after: {err}")
+            log.info("%s: retry %d of %s in %.2f s after: %s", provider.name, attempt, what,
+                     delay, err)
             if self.stop.wait(delay):
                 return Outcome(kind="stopped", attempts=attempt)
+
+    def _retry_delay(self, attempt: int, err: TransientError) -> tuple[float, bool]:
+        """The wait before the next attempt, and whether the server asked for it. Our own
+        back-off never exceeds max_wait; what the server asks is taken whole or not at all."""
+        delay = min(self._jitter(attempt - 1), self.limits.max_wait)
+        if err.retry_after is not None and err.retry_after > delay:
+            return err.retry_after, True
+        return delay, False
+
+    def _why_not_wait(self, attempt: int, delay: float, asked: bool, elapsed: float) -> str:
+        """'' when the retry may wait `delay`; else why the request gives up now."""
+        limits = self.limits
+        if attempt > limits.max_retries:
+            return f" (max_retries={limits.max_retries})"
+        if asked and delay > limits.max_wait:
+            return (f"; the server asks to wait {delay:.0f} s, more than "
+                    f"max_wait={limits.max_wait:g} s")
+        if elapsed + delay > limits.max_retry_seconds:
+            return (f"; waiting {delay:.0f} s more would pass "
+                    f"max_retry_time={limits.max_retry_seconds:g} s")
+        return ""
+
+
+_EXITED = object()  # a worker's last word on the results queue
+
+
+class _Workers:
+    """Daemon threads taking requests from one queue. Not a ThreadPoolExecutor: its threads are
+    joined at interpreter exit, so a request stuck in the network would hold the process (and a
+    second Ctrl-C there prints a traceback) after the user asked to abandon it."""
+
+    def __init__(self, run: _Run, jobs: list[tuple[str, Request]], threads: int) -> None:
+        self.run = run
+        self.jobs = deque(jobs)
+        self.results: queue.Queue = queue.Queue()
+        self.in_flight = 0
+        self.exited = 0  # read and written by the main thread only
+        self.threads = min(threads, len(jobs))
+        self._lock = threading.Lock()
+        for n in range(self.threads):
+            threading.Thread(target=self._work, name=f"provider-{n}", daemon=True).start()
+
+    def _work(self) -> None:
+        try:
+            while not self.run.stop.is_set():
+                with self._lock:
+                    if not self.jobs:
+                        break
+                    key, request = self.jobs.popleft()
+                    self.in_flight += 1
+                try:
+                    result: Any = self.run.send(request, key)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self.run.stop.set()
+                    result = exc
+                finally:
+                    with self._lock:
+                        self.in_flight -= 1
+                self.results.put((key, result))
+        finally:
+            self.results.put(_EXITED)
+
+    def flying(self) -> int:
+        with self._lock:
+            return self.in_flight
+
+    def results_until_done(self):
+        """(key, Outcome) as they arrive, until every worker has stopped. Called again after a
+        Ctrl-C, it goes on where the interrupted call stopped (the count of exited workers
+        lives on the object, not in the generator)."""
+        while self.exited < self.threads:
+            try:
+                item = self.results.get(timeout=0.5)  # short: Ctrl-C is seen between waits
+            except queue.Empty:
+                continue
+            if item is _EXITED:
+                self.exited += 1
+            else:
+                yield item
 
 
 def run_requests(
@@ -221,9 +348,12 @@ def run_requests(
     cache: CompletionCache | None = None,
     progress: bool = True,
     seed: int | None = None,
+    notify: Callable[[str], None] = _notice,
 ) -> RunReport:
     """Answer every request (from the cache where possible) in order, or raise FeynTuneError
-    naming what went wrong; whatever was answered before the error stays cached."""
+    naming what went wrong; whatever was answered before the error stays cached. Ctrl-C stops
+    sending, waits for the requests in flight, then raises KeyboardInterrupt; a second Ctrl-C
+    raises it at once, abandoning them."""
     cache = cache or CompletionCache()
     start = time.perf_counter()
     identity = provider.identity()
@@ -240,37 +370,52 @@ def run_requests(
         else:
             todo.setdefault(key, []).append(i)
 
-    run = _Run(provider, instruction, limits, cache, seed)
+    run = _Run(provider, instruction, limits, cache, seed, notify)
     report = RunReport(
         provider=provider.describe(), instruction=instruction.as_dict(),
         outcomes=[], cache_path=str(cache.path),
     )
-    pool = ThreadPoolExecutor(max_workers=limits.num_concurrent, thread_name_prefix="provider")
     bar = tqdm(
         total=len(todo), desc=f"{provider.name}:{provider.model}", unit="req",
         disable=not progress or not todo,
     )
+    workers = _Workers(run, [(key, requests[idx[0]]) for key, idx in todo.items()],
+                       limits.num_concurrent)
+    failure: BaseException | None = None
+    interrupted = False
     try:
-        futures: dict[Future, str] = {
-            pool.submit(run.send, requests[idx[0]], key): key for key, idx in todo.items()
-        }
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                outcome = future.result()
-                for i in todo[futures[future]]:
-                    outcomes[i] = outcome
-                if outcome.kind == "ok":
-                    report.sent += 1
-                    report.usage_run.add(outcome.completion)
-                bar.update(1)
-    except BaseException:  # Ctrl-C, or the cache failing: nothing new starts, and the
-        run.stop.set()  # requests in flight finish (and are stored) before the process exits
+        while True:
+            try:
+                for key, result in workers.results_until_done():
+                    if isinstance(result, BaseException):
+                        failure = failure or result
+                        continue
+                    for i in todo[key]:
+                        outcomes[i] = result
+                    if result.kind == "ok":
+                        report.sent += 1
+                        report.usage_run.add(result.completion)
+                    bar.update(1)
+                break
+            except KeyboardInterrupt:
+                if interrupted:
+                    _abandon(run, workers, cache)
+                    raise
+                interrupted = True
+                run.stop.set()
+                _first_interrupt(run, workers)
+    except BaseException:
+        run.stop.set()  # whatever ends this loop, nothing new is sent behind the user's back
         raise
     finally:
         bar.close()
-        pool.shutdown(wait=not run.stop.is_set(), cancel_futures=True)
+    if failure is not None:
+        raise failure
+    if interrupted:
+        answered = sum(o is not None and o.completion is not None for o in outcomes)
+        notify(f"{provider.name}: stopped by Ctrl-C; {answered} of {len(requests)} answers are "
+               f"stored in {cache.path}; running again sends only the missing requests")
+        raise KeyboardInterrupt
 
     report.retries = run.retries
     report.wall_s = time.perf_counter() - start
@@ -294,6 +439,17 @@ def run_requests(
             f"(first: {label}: {error}). {where}"
         )
     return report
+
+
+def _first_interrupt(run: _Run, workers: _Workers) -> None:
+    run.say(f"Ctrl-C: no new requests are sent; waiting for the {workers.flying()} in flight (at most "
+            f"the {run.provider.timeout:g} s request timeout) so that their answers are stored. "
+            "Ctrl-C again abandons them.")
+
+
+def _abandon(run: _Run, workers: _Workers, cache: CompletionCache) -> None:
+    run.say(f"Ctrl-C again: abandoned {workers.flying()} request(s) in flight; the answers received so "
+            f"far are stored in {cache.path}; running again sends only the missing requests")
 
 
 def format_summary(summary: dict[str, Any], title: str) -> str:

@@ -21,6 +21,11 @@ def load(path: Path | None) -> list[dict]:
     """The rated models of a ratings file; [] when there is no file."""
     if path is None or not Path(path).is_file():
         return []
+    return [m for m in load_file(path).get("models", []) if isinstance(m, dict)]
+
+
+def load_file(path: Path) -> dict:
+    """The whole ratings file (models, and the rating rows of `review import`), format-checked."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -28,7 +33,7 @@ def load(path: Path | None) -> list[dict]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FeynTuneError(f"{path} is not a FeynTune human-ratings file ({FORMAT}); "
                             "write it with `feyntune review import`")
-    return [m for m in data.get("models", []) if isinstance(m, dict)]
+    return data
 
 
 def by_key(models: list[dict]) -> dict[str, dict]:
@@ -41,9 +46,16 @@ def by_key(models: list[dict]) -> dict[str, dict]:
     return ratings
 
 
-def save(path: Path, models: list[dict]) -> None:
+def save(path: Path, models: list[dict], ratings: list[dict] | None = None) -> None:
+    """Write the file; `ratings`, the rows behind the models, let later imports add to it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(models, key=lambda m: (m.get("model") or "", m.get("run") or ""))
-    path.write_text(json.dumps({"format": FORMAT, "models": ordered}, indent=2,
-                               ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+    data: dict = {"format": FORMAT, "models": ordered}
+    if ratings is not None:
+        data["ratings"] = ratings
+    # Write beside, then rename: an interrupted write never leaves half the earlier ratings.
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                       encoding="utf-8")
+    partial.replace(path)

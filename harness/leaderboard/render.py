@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 
 from harness.leaderboard.table import COLUMNS, Column
 
@@ -43,8 +44,26 @@ def to_csv(measured: list[dict], reported: list[dict]) -> str:
     return buffer.getvalue()
 
 
+# Markdown passes raw HTML and entity references through to the page, so a model name or note
+# holding "<img src=x onerror=...>" would become markup where the file is shown; escaped, it
+# reads as typed. A backslash is escaped too, or one in a name would undo the escape of a "|".
+_MD_TEXT = str.maketrans({"\\": "\\\\", "&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|",
+                          "\n": " ", "\r": " "})
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text in a table cell or list item, shown as typed (no HTML, no cell break)."""
+    return text.translate(_MD_TEXT)
+
+
+def _md_code(text: str) -> str:
+    """Text in a code span (HTML is not rendered there): a fence longer than any run of
+    backticks inside, so none of them can end the span early."""
+    text = text.replace("\n", " ").replace("\r", " ")
+    runs = [len(r) for r in re.findall("`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _ppl_cell(row: dict) -> str:
@@ -173,6 +192,7 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
     if notes:
         lines += ["", "## Notes", ""] + [f"- {_md_cell(n)}" for n in notes]
     if skips:
-        lines += ["", "## Skipped files", ""] + [f"- `{path}`: {_md_cell(why)}" for path, why in skips]
+        lines += ["", "## Skipped files", ""] + [f"- {_md_code(str(path))}: {_md_cell(why)}"
+                                                    for path, why in skips]
     lines += ["", "Regenerate with `feyntune leaderboard --runs results/runs --out results`.", ""]
     return "\n".join(lines)

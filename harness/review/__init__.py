@@ -4,6 +4,11 @@
         -> review/review.html (send to raters) and review/key.json (keep it; it names the models)
     feyntune review import ratings-*.csv --key review/key.json
         -> results/human_ratings.json, shown by `feyntune leaderboard`
+
+An existing review is never overwritten without --force: a build that would change it writes
+the new review beside it (review-ID.html, key-ID.json).
+Imports accumulate in the ratings file; a rater's re-import of a review replaces only that
+rater's earlier rows of that review.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ def _build(args) -> int:
 
     page, key, messages = build_review(
         Path(args.runs), Path(args.out), n=args.n, models=args.models, seed=args.seed,
-        include_truth=args.truth, key_path=Path(args.key) if args.key else None)
+        include_truth=args.truth, key_path=Path(args.key) if args.key else None,
+        force=args.force)
     for message in messages:
         print(f"feyntune review build: {message}", file=sys.stderr)
     print(f"review page: {page} (send it to the raters)\n"
@@ -41,10 +47,16 @@ def _import(args) -> int:
     if not result.ratings:
         raise FeynTuneError(f"no usable rating in {len(args.files)} file(s); "
                             f"{len(result.errors)} problem(s) reported above")
-    models = ratings.summarise(result.ratings)
-    ratings.write(models, Path(args.out))
+    merged = ratings.merge(ratings.earlier_ratings(Path(args.out)), result.ratings)
+    models = ratings.summarise(merged.ratings)
+    ratings.write(models, Path(args.out), merged.ratings)
     print(f"imported {result.rows} rating row(s) from {result.files} file(s), "
           f"{len(result.errors)} skipped; {len(models)} model(s) -> {args.out}")
+    print(f"  {merged.added} row(s) added, {merged.replaced} earlier row(s) replaced, "
+          f"{merged.kept} earlier row(s) kept")
+    for review, rater in merged.replaced_units:
+        where = f"review {review}" if review else "the reference layout"
+        print(f"  replaced: rater {rater!r} of {where} (their earlier rows, by this import)")
     for model in sorted(models, key=lambda m: m["model"]):
         mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
         print(f"  {model['model']}: overall {mean} (n={model['n']}, raters={model['raters']})")
@@ -70,13 +82,19 @@ def register(sub) -> None:
                        help="leave the true continuation out (by default it is one hidden text)")
     build.add_argument("--out", default="review", help="output folder (default: review)")
     build.add_argument("--key", default=None, help="key file (default: OUT/key.json)")
+    build.add_argument("--force", action="store_true",
+                       help="replace an existing, different review page and key (ratings "
+                       "exported from the old page can then no longer be imported); without "
+                       "it the new review is written beside the old one")
     build.set_defaults(func=_build)
 
     imp = commands.add_parser(
         "import", help="read raters' CSV files into human scores for the leaderboard",
         description="Map the labels of exported ratings back with the key and write per-model "
-        "human scores (mean, count, per criterion). The reference study's CSV layout "
-        "(paper, model, rater, score, source, category) is read as well.")
+        "human scores (mean, count, per criterion). Imports accumulate: the rows of earlier "
+        "imports are kept, except those of a rater and review that this import brings again, "
+        "which it replaces. The reference study's CSV layout (paper, model, rater, score, "
+        "source, category) is read as well.")
     imp.add_argument("files", nargs="+", metavar="RATINGS.csv")
     imp.add_argument("--key", default=None, help="key.json of the review (needed for page exports)")
     imp.add_argument("--out", default="results/human_ratings.json",

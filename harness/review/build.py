@@ -151,22 +151,56 @@ def _page(documents: list[dict], review_id: str) -> str:
     )
 
 
+def _existing_review(path: Path) -> str:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8")).get("review")
+    except (OSError, ValueError, AttributeError):
+        old = None
+    return f" (review {old})" if isinstance(old, str) else ""
+
+
+def _would_change(path: Path, text: str) -> bool:
+    return path.exists() and (not path.is_file() or path.read_bytes() != text.encode("utf-8"))
+
+
+def _beside(path: Path, review_id: str) -> Path:
+    return path.with_name(f"{path.stem}-{review_id}{path.suffix}")
+
+
+def targets(page: Path, key: Path, page_text: str, key_text: str, review_id: str,
+            force: bool) -> tuple[Path, Path, list[str]]:
+    """Where the page and key go. An existing page or key that would change is kept (ratings
+    exported from a page are imported with its key, so replacing either orphans them): the new
+    review goes beside it under names carrying its id, unless `force`."""
+    if force or not (_would_change(page, page_text) or _would_change(key, key_text)):
+        return page, key, []
+    new_page, new_key = _beside(page, review_id), _beside(key, review_id)
+    for path, text in ((new_page, page_text), (new_key, key_text)):
+        if _would_change(path, text):  # only a foreign file can sit under a digest's name
+            raise FeynTuneError(f"{path} exists and is not this review's; move it away")
+    kept = ", ".join(f"{p}{_existing_review(p)}" for p in (page, key) if p.exists())
+    message = (f"kept the existing {kept}: ratings exported from that page need its key. The "
+               f"new review (another set of runs or documents) is {new_page} with key "
+               f"{new_key}; --force replaces the old one instead")
+    return new_page, new_key, [message]
+
+
 def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] | None = None,
                  seed: int = 42, include_truth: bool = True,
-                 key_path: Path | None = None) -> tuple[Path, Path, list[str]]:
-    """Write the page and the key; returns (page, key, messages)."""
+                 key_path: Path | None = None,
+                 force: bool = False) -> tuple[Path, Path, list[str]]:
+    """Write the page and the key; returns (page, key, messages). An existing, different page
+    or key is replaced only with `force`; otherwise the new review is written beside it."""
     result = scan(Path(runs_dir))
     labels = run_labels(result.runs)
     chosen = choose_runs(result.runs, labels, models)
     documents, messages = plan(chosen, labels, n, seed, include_truth)
     review_id = _review_id(documents, seed)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     page = out_dir / PAGE_NAME
-    page.write_text(_page(documents, review_id), encoding="utf-8")
     key = Path(key_path) if key_path else out_dir / KEY_NAME
-    key.parent.mkdir(parents=True, exist_ok=True)
-    key.write_text(json.dumps({
+    page_text = _page(documents, review_id)
+    key_text = json.dumps({
         "format": KEY_FORMAT,
         "review": review_id,
         "seed": seed,
@@ -178,6 +212,12 @@ def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] |
             "labels": {label: {"run": e.run, "model": e.model}
                        for label, e in doc["entries"].items()},
         } for doc in documents],
-    }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    }, indent=2, ensure_ascii=False) + "\n"
+    page, key, moved = targets(page, key, page_text, key_text, review_id, force)
+    messages += moved
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(page_text, encoding="utf-8")
+    key.write_text(key_text, encoding="utf-8")
     messages += [f"skipped {s}" for s in result.skips]
     return page, key, messages

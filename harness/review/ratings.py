@@ -6,6 +6,10 @@ spreadsheet (paper, model, rater, score, source, category; one overall score per
 named directly). A row that cannot be used -- an unknown label or document, a score outside
 1-10, a second rating of the same text by the same rater -- is reported with its file and line,
 and the other rows are imported.
+
+Imports accumulate: the ratings file keeps every imported row, and a new import replaces only
+the rows of the (review, rater) pairs it brings, so a rater who re-exports replaces their own
+earlier scores and nobody else's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import FeynTuneError
@@ -36,6 +41,14 @@ class Rating:
     rater: str
     document: str
     scores: dict[str, float]
+    review: str | None = None  # the review page's id; None for the reference layout
+    label: str | None = None   # the neutral label the rater saw (page layout)
+    file: str = ""             # the CSV file it came from
+
+    @property
+    def unit(self) -> tuple[str | None, str]:
+        """What a later import of the same rater and review replaces."""
+        return self.review, self.rater
 
 
 @dataclass
@@ -56,19 +69,66 @@ def load_key(path: Path) -> dict:
         raise FeynTuneError(f"cannot read the review key {path}: {err}") from None
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
         raise FeynTuneError(f"{path} is not a review key written by `feyntune review build`")
+    problem = key_problem(key)
+    if problem:
+        raise FeynTuneError(f"review key {path} is damaged: {problem}; use the key.json that "
+                            "`feyntune review build` wrote beside the page")
     return key
 
 
-def _score(text: str, integer: bool) -> float:
-    """A score in [MIN_SCORE, MAX_SCORE]; ValueError saying why not."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"score {text!r} is not a number") from None
-    if not math.isfinite(value) or not MIN_SCORE <= value <= MAX_SCORE:
+def key_problem(key: dict) -> str | None:
+    """The first field the importer needs that a key lacks or has in the wrong form."""
+    if not isinstance(key.get("review"), str) or not key["review"]:
+        return "missing field 'review'"
+    for field_name in ("models", "documents"):
+        if not isinstance(key.get(field_name), list):
+            return f"missing field {field_name!r}"
+    for i, model in enumerate(key["models"]):
+        for name in ("model", "run"):
+            if not isinstance(model, dict) or not isinstance(model.get(name), str):
+                return f"missing field 'models[{i}].{name}'"
+    for i, doc in enumerate(key["documents"]):
+        if not isinstance(doc, dict) or "document" not in doc:
+            return f"missing field 'documents[{i}].document'"
+        if not isinstance(doc.get("labels"), dict):
+            return f"missing field 'documents[{i}].labels'"
+        for label, target in doc["labels"].items():
+            if not isinstance(target, dict) or not isinstance(target.get("model"), str):
+                return f"missing field 'documents[{i}].labels.{label}.model'"
+            if "run" not in target:
+                return f"missing field 'documents[{i}].labels.{label}.run'"
+    return None
+
+
+# Only the digits 0-9 as written on the page: float() would also take "1_0", "1e1", " 10.0 ",
+# "inf" and digits of other scripts, none of which a rater typed into a 1-10 field.
+_WHOLE = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
+
+
+def page_score(text: str) -> int:
+    """A review-page score: exactly one of the integers 1-10; ValueError saying why not."""
+    if _WHOLE.fullmatch(text):
+        value = int(text)
+        if not MIN_SCORE <= value <= MAX_SCORE:
+            raise ValueError(f"score {text} is outside {MIN_SCORE}-{MAX_SCORE}")
+        if text != str(value):
+            raise ValueError(f"score {text!r} is not written as a plain whole number")
+        return value
+    if _DECIMAL.fullmatch(text):
+        raise ValueError(f"score {text} is not a whole number {MIN_SCORE}-{MAX_SCORE}")
+    raise ValueError(f"score {text!r} is not a number (a whole number {MIN_SCORE}-{MAX_SCORE} "
+                     "in the digits 0-9)")
+
+
+def reference_score(text: str) -> float:
+    """A score of the reference study's spreadsheet, which has decimals: a plain decimal
+    number in [MIN_SCORE, MAX_SCORE]; ValueError saying why not."""
+    if not (_WHOLE.fullmatch(text) or _DECIMAL.fullmatch(text)):
+        raise ValueError(f"score {text!r} is not a number (digits 0-9, optionally one '.')")
+    value = float(text)
+    if not MIN_SCORE <= value <= MAX_SCORE:
         raise ValueError(f"score {text} is outside {MIN_SCORE}-{MAX_SCORE}")
-    if integer and not value.is_integer():
-        raise ValueError(f"score {text} is not a whole number")
     return value
 
 
@@ -129,7 +189,7 @@ class _Importer:
             text = row.get(criterion, "")
             if text:
                 try:
-                    scores[criterion] = _score(text, integer=True)
+                    scores[criterion] = page_score(text)
                 except ValueError as err:
                     return self.error(where, f"{criterion}: {err}; row left out")
         if not scores:
@@ -139,7 +199,8 @@ class _Importer:
             return
         target = labels[label]
         self.result.ratings.append(Rating(target.get("run"), target["model"], rater, document,
-                                          scores))
+                                          scores, review=self.key["review"], label=label,
+                                          file=where.rsplit(":", 1)[0]))
 
     def reference_row(self, where: str, row: dict) -> None:
         paper, model, rater = row.get("paper", ""), row.get("model", ""), row.get("rater", "")
@@ -148,7 +209,7 @@ class _Importer:
         if missing:
             return self.error(where, f"empty {', '.join(missing)}")
         try:
-            score = _score(row.get("score", ""), integer=False)
+            score = reference_score(row.get("score", ""))
         except ValueError as err:
             return self.error(where, f"{err}; row left out")
         if not self._once(("reference", paper, model, rater), where,
@@ -157,7 +218,7 @@ class _Importer:
         known = self.models_by_name.get(model)
         self.result.ratings.append(Rating(known["run"] if known else None,
                                           known["model"] if known else model, rater, paper,
-                                          {OVERALL: score}))
+                                          {OVERALL: score}, file=where.rsplit(":", 1)[0]))
 
     def read_file(self, path: Path) -> None:
         try:
@@ -211,5 +272,50 @@ def summarise(ratings: list[Rating]) -> list[dict]:
     return models
 
 
-def write(models: list[dict], out: Path) -> None:
-    human.save(out, models)
+@dataclass
+class Merged:
+    ratings: list[Rating]  # every row the ratings file now holds
+    added: int
+    replaced: int
+    kept: int
+    replaced_units: list[tuple[str | None, str]]  # (review, rater) whose earlier rows went
+
+
+def earlier_ratings(out: Path) -> list[Rating]:
+    """The rows of earlier imports in the ratings file `out` ([] when there is none)."""
+    if not Path(out).exists():
+        return []
+    data = human.load_file(out)
+    rows = data.get("ratings")
+    if rows is None:
+        if data.get("models"):
+            raise FeynTuneError(
+                f"{out} holds per-model scores but not the rating rows behind them, so new "
+                "ratings cannot be added to it; import every ratings file again into a new "
+                "file (--out), or move it away")
+        return []
+    try:
+        ratings = [Rating(**{**row, "scores": dict(row["scores"])}) for row in rows]
+        for rating in ratings:
+            for value in rating.scores.values():
+                if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                        or not MIN_SCORE <= value <= MAX_SCORE:
+                    raise ValueError(f"score {value!r} of rater {rating.rater!r}")
+        return ratings
+    except (TypeError, KeyError, ValueError) as err:
+        raise FeynTuneError(f"{out}: a stored rating row is damaged ({err}); it was not "
+                            "written by `feyntune review import`") from None
+
+
+def merge(earlier: list[Rating], new: list[Rating]) -> Merged:
+    """Earlier rows, less those of the (review, rater) pairs the new rows bring, plus the new."""
+    units = {r.unit for r in new}
+    kept = [r for r in earlier if r.unit not in units]
+    gone = [r for r in earlier if r.unit in units]
+    return Merged(ratings=kept + new, added=len(new), replaced=len(gone), kept=len(kept),
+                  replaced_units=sorted({r.unit for r in gone}, key=lambda u: (u[0] or "", u[1])))
+
+
+def write(models: list[dict], out: Path, ratings: list[Rating] | None = None) -> None:
+    rows = None if ratings is None else [asdict(r) for r in ratings]
+    human.save(out, models, rows)
