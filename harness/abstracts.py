@@ -1,7 +1,7 @@
 """The reference study's rules about one arXiv record, one function per rule.
 
 Curation (finetune/curate.py), the lm-eval task, the providers and the leaderboard all import
-these; nothing re-implements them. See DESIGN.md section 2.
+these; nothing re-implements them. See docs/reference.md, sections Records and Prompt split.
 """
 
 from __future__ import annotations

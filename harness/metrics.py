@@ -1,4 +1,4 @@
-"""Per-document metrics of the hep-th completion benchmark (DESIGN.md section 2).
+"""Per-document metrics of the hep-th completion benchmark (docs/reference.md: Perplexity, SemScore, Word entropy).
 
 One function per metric, imported by the lm-eval task (tasks/hepth_completion/utils.py, which
 scores local models and commercial providers alike: the providers only return text), the task's

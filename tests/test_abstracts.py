@@ -1,4 +1,4 @@
-"""Each rule of harness/abstracts.py (DESIGN.md section 2) on real sample records and edges."""
+"""Each rule of harness/abstracts.py (docs/reference.md, Records and Prompt split) on real sample records and edges."""
 
 from __future__ import annotations
 
