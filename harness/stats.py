@@ -75,3 +75,29 @@ def bootstrap_mean(
         ci_low=float(low),
         ci_high=float(high),
     )
+
+
+@dataclass(frozen=True)
+class PairedChange:
+    n: int               # documents both runs scored
+    reference_mean: float
+    change: BootstrapResult  # bootstrap of the per-document differences (values - reference)
+
+    @property
+    def mean(self) -> float:
+        return self.reference_mean + self.change.mean
+
+
+def paired_change(values: dict, reference: dict) -> PairedChange | None:
+    """Change of a per-document figure against a reference run on the same documents.
+
+    Two runs on the same documents are compared pairwise: the bootstrap of the per-document
+    differences (keys present in both), not two overlapping intervals. None when fewer than two
+    documents are shared.
+    """
+    shared = sorted(set(values) & set(reference), key=str)
+    if len(shared) < 2:
+        return None
+    change = bootstrap_mean([values[k] - reference[k] for k in shared])
+    reference_mean = float(np.mean([reference[k] for k in shared]))
+    return PairedChange(len(shared), reference_mean, change)
