@@ -27,7 +27,7 @@ def _build(args) -> int:
 
 def _import(args) -> int:
     from harness.errors import FeynTuneError
-    from harness.review import ratings
+    from harness.review import agreement, ratings
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
@@ -40,13 +40,29 @@ def _import(args) -> int:
         raise FeynTuneError(f"no usable rating in {len(args.files)} file(s); "
                             f"{len(result.errors)} problem(s) reported above")
     models = ratings.summarise(result.ratings)
-    ratings.write(models, Path(args.out))
+    models, extras = agreement.annotate(models, result.ratings)
+    ratings.write(models, Path(args.out), extras)
     print(f"imported {result.rows} rating row(s) from {result.files} file(s), "
           f"{len(result.errors)} skipped; {len(models)} model(s) -> {args.out}")
     for model in sorted(models, key=lambda m: m["model"]):
         mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
-        print(f"  {model['model']}: overall {mean} (n={model['n']}, raters={model['raters']})")
+        print(f"  {model['model']}: overall {mean}{_interval(model)} (n={model['n']}, "
+              f"raters={model['raters']})")
+    for category in extras.get("categories", []):
+        print(f"  category {category['category']}: {category['mean']:.2f}{_interval(category)} "
+              f"(n={category['n']})")
+    alpha = extras["agreement"]
+    print(f"  agreement: Krippendorff's alpha (interval) "
+          f"{'n/a' if alpha['alpha'] is None else format(alpha['alpha'], '.3f')} across "
+          f"{alpha['raters']} rater(s) on {alpha['items']} text(s) every rater scored"
+          + (f" ({alpha['why']})" if alpha.get("why") else ""))
     return 0
+
+
+def _interval(entry: dict) -> str:
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        return ""
+    return f" [95% CI {entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
 
 
 def register(sub) -> None:

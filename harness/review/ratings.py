@@ -36,6 +36,7 @@ class Rating:
     rater: str
     document: str
     scores: dict[str, float]
+    category: str | None = None   # the reference layout's category column (harness.review.agreement)
 
 
 @dataclass
@@ -157,7 +158,7 @@ class _Importer:
         known = self.models_by_name.get(model)
         self.result.ratings.append(Rating(known["run"] if known else None,
                                           known["model"] if known else model, rater, paper,
-                                          {OVERALL: score}))
+                                          {OVERALL: score}, row.get("category") or None))
 
     def read_file(self, path: Path) -> None:
         try:
@@ -211,5 +212,5 @@ def summarise(ratings: list[Rating]) -> list[dict]:
     return models
 
 
-def write(models: list[dict], out: Path) -> None:
-    human.save(out, models)
+def write(models: list[dict], out: Path, extras: dict | None = None) -> None:
+    human.save(out, models, extras)
