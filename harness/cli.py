@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "harness.leaderboard",  # leaderboard
     "harness.review",       # review build|import
     "harness.demo",         # demo
+    "harness.reproduce",    # reproduce
 ]
 
 

@@ -132,7 +132,7 @@ def test_published_category_means_come_from_a_file_built_to_match_them(tmp_path)
     for model, total in (("Base", 375), ("s1", 543), ("s1_qkv", 492)):
         for i, value in enumerate(spread(total)):
             ratings.append(Rating(None, model, f"r{i % 3}", f"p{i // 3}", {"overall": value}))
-    models, extras = annotate(summarise(ratings), ratings, study.load())
+    _models, extras = annotate(summarise(ratings), ratings, study.load())
     means = {c["category"]: round(c["mean"], 2) for c in extras["categories"]}
     assert means == study.load().human["categories"]
 
