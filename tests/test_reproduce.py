@@ -178,3 +178,21 @@ def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, mi
     assert "| 9.83 |" in md
     html = (out_dir / "index.html").read_text()
     assert "Reported PPL" in html and "PPL change vs base" in html
+
+
+def test_study_names_from_what_lm_eval_recorded():
+    """A run of a published adapter through plain `feyntune eval` is the same study model."""
+    from harness.leaderboard.identity import identify
+    from harness.study import study_name_of
+
+    def name(model_args, model="hf"):
+        return study_name_of(identify({"model": model, "model_args": model_args}))
+
+    base = "pretrained=meta-llama/Llama-3.1-8B"
+    assert name(base) == "Base"
+    assert name(f"{base},peft=LLMsForHepth/s3-L-3.1-8B-base_v3") == "s3"
+    assert name(f"{base},peft=LLMsForHepth/s7-L-3.1-8B-qkv2") == "s7_qkv"
+    assert name(f"{base},peft=LLMsForHepth/s1-L-3.1-8B-qkv_v2") == "s1_qkv"
+    assert name("pretrained=HuggingFaceTB/SmolLM2-135M") is None
+    assert name("pretrained=meta-llama/Llama-3.1-8B,peft=/my/adapter") is None
+    assert name("provider=openai,model=ChatGPT-4", model="provider") == "ChatGPT-4"
