@@ -37,7 +37,8 @@ def _sort_value(value) -> str:
 
 def _is_numeric(column) -> bool:
     return column.digits is not None or column.key in {"documents", "human_n", "max_tokens",
-                                                       "limit"}
+                                                       "limit", "human_raters", "human_documents",
+                                                       "ppl_change_documents"}
 
 
 def _header() -> str:
