@@ -146,6 +146,7 @@ _MD_FRESH = [
 ]
 _MD_REPORTED = [
     ("Model", _plain("model")),
+    ("Study model", _plain("study")),
     ("Mix", _plain("mix")),
     ("LoRA", _plain("lora")),
     ("PPL (arithmetic mean)", _plain("ppl_token_mean")),
