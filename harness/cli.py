@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "harness.review",       # review build|import
     "harness.judge",        # judge [agreement]
     "harness.demo",         # demo
+    "harness.reproduce",    # reproduce
 ]
 
 

@@ -139,18 +139,14 @@ def verdict(runs_dir: Path) -> str:
     bootstrap (harness.stats) of the per-abstract differences, not two overlapping intervals.
     """
     from harness import lmeval_outputs
+    from harness.leaderboard.compare import per_document_ppl
     from harness.leaderboard.table import run_labels
-    from harness.stats import bootstrap_mean
-    from harness.subtasks import PPL_TASK
+    from harness.stats import paired_change
 
     scanned = lmeval_outputs.scan(runs_dir).runs
     labels = run_labels(scanned)
-
-    def per_doc(run) -> dict[str, float]:
-        return {d.arxiv_id or str(d.doc_id): d.metrics["ppl_token"]
-                for d in run.samples.get(PPL_TASK, []) if "ppl_token" in d.metrics}
-
-    bases = {r.identity.base: r for r in scanned if not r.identity.adapter and per_doc(r)}
+    bases = {r.identity.base: r for r in scanned
+             if not r.identity.adapter and per_document_ppl(r)}
     question = ("Does fine-tuning beat the base model on hep-th perplexity (ppl_token, arithmetic "
                 "mean; paired bootstrap of the per-abstract change)?")
     lines = [question]
@@ -158,16 +154,14 @@ def verdict(runs_dir: Path) -> str:
         base = bases.get(run.identity.base)
         if not run.identity.adapter or base is None:
             continue
-        mine, theirs = per_doc(run), per_doc(base)
-        shared = sorted(set(mine) & set(theirs))
-        if not shared:
+        paired = paired_change(per_document_ppl(run), per_document_ppl(base))
+        if paired is None:
             continue
-        diff = bootstrap_mean([mine[k] - theirs[k] for k in shared])
-        base_mean = sum(theirs[k] for k in shared) / len(shared)
+        diff = paired.change
         beats = diff.ci_high < 0
         lines.append(
             f"  {labels[run.run_id]}: {'YES' if beats else 'NOT SHOWN'} -- PPL "
-            f"{base_mean + diff.mean:.2f} vs base {base_mean:.2f} on {len(shared)} abstracts, "
+            f"{paired.mean:.2f} vs base {paired.reference_mean:.2f} on {paired.n} abstracts, "
             f"change {diff.mean:+.2f} [95% CI {diff.ci_low:+.2f}, {diff.ci_high:+.2f}]")
     if len(lines) == 1:
         lines.append("  no adapter with its base model among the runs")

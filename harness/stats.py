@@ -159,3 +159,26 @@ def bootstrap_gap(standard: Iterable[float], fresh: Iterable[float], n_resamples
     low, high = _quantile_interval(boot_fresh - boot_standard, confidence_level)
     return Gap(n_standard=int(b.size), n_fresh=int(a.size), standard=float(b.mean()),
                fresh=float(a.mean()), gap=float(a.mean() - b.mean()), ci_low=low, ci_high=high)
+class PairedChange:
+    n: int               # documents both runs scored
+    reference_mean: float
+    change: BootstrapResult  # bootstrap of the per-document differences (values - reference)
+
+    @property
+    def mean(self) -> float:
+        return self.reference_mean + self.change.mean
+
+
+def paired_change(values: dict, reference: dict) -> PairedChange | None:
+    """Change of a per-document figure against a reference run on the same documents.
+
+    Two runs on the same documents are compared pairwise: the bootstrap of the per-document
+    differences (keys present in both), not two overlapping intervals. None when fewer than two
+    documents are shared.
+    """
+    shared = sorted(set(values) & set(reference), key=str)
+    if len(shared) < 2:
+        return None
+    change = bootstrap_mean([values[k] - reference[k] for k in shared])
+    reference_mean = float(np.mean([reference[k] for k in shared]))
+    return PairedChange(len(shared), reference_mean, change)

@@ -15,12 +15,19 @@ from scipy import stats
 
 from harness import cli
 from harness.leaderboard import FIGURE_NAMES, build
-from harness.leaderboard.identity import LORA_ALL, LORA_QKV, identify, parse_model_args
+from harness.leaderboard.identity import (
+    LORA_ALL,
+    LORA_QKV,
+    identify,
+    lora_from_name,
+    mix_from_name,
+    parse_model_args,
+)
 from harness.leaderboard.table import REPORTED_FILE
 
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "index.html",
            *(f"figures/{name}" for name in FIGURE_NAMES))
-# DESIGN.md section 2, typed in again here so that a wrong reported.yaml fails.
+# The published figures, typed in again here so that a wrong registry (harness/study.yaml) fails.
 PUBLISHED_PPL = {
     ("Llama-3.1-8B", None, None): 11.20,
     ("Llama-3.1-8B + LoRA-all s1", "s1", LORA_ALL): 10.32,
@@ -124,18 +131,32 @@ def test_reported_rows_present_and_apart(board):
     assert "smollm2" in measured_body and "LoRA-all s3" not in measured_body
 
 
-def test_reported_file_matches_design():
+def test_registry_matches_the_published_study():
     data = yaml.safe_load(REPORTED_FILE.read_text())
-    assert data["perplexity"]["base"] == 11.20
-    assert data["perplexity"]["lora_all"] == dict(zip(
-        [f"s{i}" for i in range(1, 11)],
-        [10.32, 11.38, 9.83, 10.41, 10.35, 10.34, 10.00, 9.90, 12.16, 9.93]))
-    assert data["perplexity"]["lora_qkv"] == dict(zip(
-        [f"s{i}" for i in range(1, 11)],
-        [10.04, 10.62, 10.02, 10.08, 10.07, 10.05, 10.04, 10.04, 10.64, 10.00]))
-    assert data["human"]["scores"] == {"base": 3.75, "lora_all": 5.43, "lora_qkv": 4.92,
-                                       "Claude": 8.39, "ChatGPT-4": 8.06, "Gemini": 6.92,
-                                       "DeepSeek": 6.64}
+    assert data["base"] == {"study": "Base", "hub": "meta-llama/Llama-3.1-8B", "perplexity": 11.20}
+    ppl = {(a["lora"], a["mix"]): a["perplexity"] for a in data["adapters"]}
+    mixes = [f"s{i}" for i in range(1, 11)]
+    assert {m: ppl[(LORA_ALL, m)] for m in mixes} == dict(zip(
+        mixes, [10.32, 11.38, 9.83, 10.41, 10.35, 10.34, 10.00, 9.90, 12.16, 9.93]))
+    assert {m: ppl[(LORA_QKV, m)] for m in mixes} == dict(zip(
+        mixes, [10.04, 10.62, 10.02, 10.08, 10.07, 10.05, 10.04, 10.04, 10.64, 10.00]))
+    hubs = {a["study"]: a["hub"] for a in data["adapters"]}
+    assert len(hubs) == 20
+    assert hubs["s3"] == "LLMsForHepth/s3-L-3.1-8B-base_v3"
+    assert hubs["s1_qkv"] == "LLMsForHepth/s1-L-3.1-8B-qkv_v2"
+    assert hubs["s7_qkv"] == "LLMsForHepth/s7-L-3.1-8B-qkv2"
+    assert hubs["s10"] == "LLMsForHepth/s10-L-3.1-8B-base"
+    assert hubs["s9_qkv"] == "LLMsForHepth/s9-L-3.1-8B-qkv"
+    # the name tells the variant and mix the registry states (identity.py reads hub names)
+    for adapter in data["adapters"]:
+        assert (mix_from_name(adapter["hub"]), lora_from_name(adapter["hub"])) == (
+            adapter["mix"], adapter["lora"])
+    assert data["human"]["categories"] == {"Base": 3.75, LORA_ALL: 5.43, LORA_QKV: 4.92}
+    assert data["human"]["commercial"] == {"Claude": 8.39, "ChatGPT-4": 8.06, "Gemini": 6.92,
+                                           "DeepSeek": 6.64}
+    assert data["settings"] == {"merge": True, "dtype": "float16", "temperature": 0.8,
+                                "max_new_tokens": 1024}
+    assert data["documents"]["hub"] == "LLMsForHepth/hep-th_primary"
 
 
 # ---- determinism, robustness ------------------------------------------------------------------

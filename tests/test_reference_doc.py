@@ -166,20 +166,10 @@ def test_training_table_matches_the_paper_preset():
 
 def published() -> tuple[float, dict[tuple[str, str], float], dict[str, float]]:
     """(base perplexity, {(mix, variant): perplexity}, {model: human mean}) from the code's data."""
-    study = REPO / "harness" / "study.yaml"
-    if study.exists():
-        data = yaml.safe_load(study.read_text())
-        table = {(a["mix"], a["lora"]): a["perplexity"] for a in data["adapters"]}
-        human = {**data["human"]["categories"], **data["human"]["commercial"]}
-        return data["base"]["perplexity"], table, human
-    data = yaml.safe_load((REPO / "harness" / "leaderboard" / "reported.yaml").read_text())
-    ppl = data["perplexity"]
-    table = {(mix, variant): value for key, variant in (("lora_all", "LoRA-all"),
-                                                        ("lora_qkv", "LoRA-QKV"))
-             for mix, value in ppl[key].items()}
-    names = {"base": "Base", "lora_all": "LoRA-all", "lora_qkv": "LoRA-QKV"}
-    human = {names.get(k, k): v for k, v in data["human"]["scores"].items()}
-    return ppl["base"], table, human
+    data = yaml.safe_load((REPO / "harness" / "study.yaml").read_text())
+    table = {(a["mix"], a["lora"]): a["perplexity"] for a in data["adapters"]}
+    human = {**data["human"]["categories"], **data["human"]["commercial"]}
+    return data["base"]["perplexity"], table, human
 
 
 def test_published_figures_match_the_data_the_leaderboard_uses():

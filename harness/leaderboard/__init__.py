@@ -31,26 +31,37 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
           reported_file: Path | None = None, judge_ratings: Path | None = None) -> Built:
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
     from harness import lmeval_outputs
-    from harness.leaderboard import figures, human, page, render, table
+    from harness.leaderboard import compare, figures, human, page, render, table
+    from harness.study import Registry
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FeynTuneError(f"--runs {runs_dir} is not a folder")
     scan = lmeval_outputs.scan(runs_dir)
+    markers = compare.read_markers(scan.runs, runs_dir)
+    compare.apply_markers(scan.runs, markers)
     reported = table.load_reported(reported_file or table.REPORTED_FILE)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
                             "`feyntune review import`)")
     ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
     rated = human.load(ratings_path)
+    extras = human.load_extras(ratings_path)
+    rated_by_key = human.by_key(rated)
     judged = _judge_ratings(judge_ratings, out_dir)
     measured_rows, reported_rows = table.build_rows(
-        scan.runs, reported, human.by_key(rated),
+        scan.runs, reported, rated_by_key,
         human.by_key(judged.get("models", [])) if judged else None)
     labels = table.run_labels(scan.runs)
+    compare.compare_measured(measured_rows, scan.runs, labels, markers, Registry(reported))
+    for row in measured_rows:
+        compare.human_columns(row, rated_by_key.get(row["run"]) or rated_by_key.get(row["model"]))
+    on_reported = compare.fill_reported_human(reported_rows, rated, extras)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]
-    notes += _unmatched_ratings(rated, scan.runs, labels)
+    notes += compare.agreement_notes(extras)
+    notes += _unmatched_ratings([m for m in rated if m.get("study") not in on_reported],
+                                scan.runs, labels)
     notes += _judge_notes(judged, {run.run_id for run in scan.runs} | set(labels.values()))
     skips = [(skip.path, skip.reason) for skip in scan.skips]
     source = str(reported.get("source", "reference study"))

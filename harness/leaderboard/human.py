@@ -3,7 +3,10 @@
 {"format": "feyntune-human-ratings/1",
  "models": [{"run": "<run id or null>", "model": "<label>", "mean": 6.1, "n": 30,
              "raters": 3, "documents": 10, "criteria": {"grammar and style": 6.5, ...}}]}
-A model is matched to a leaderboard row by its run id, else by its label.
+A model is matched to a leaderboard row by its run id, else by its label; a model of the
+reference study ("study": "s3", "Base", ...) fills that study model's reported row. Each model may
+carry "ci_low"/"ci_high" (bootstrap 95% interval of the mean); the file may carry "categories"
+and "agreement" (see load_extras).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from harness.errors import FeynTuneError
 
 FORMAT = "feyntune-human-ratings/1"
 DEFAULT_NAME = "human_ratings.json"
+EXTRA_KEYS = ("categories", "agreement")
 
 
 def load(path: Path | None) -> list[dict]:
@@ -46,14 +50,27 @@ def by_key(models: list[dict]) -> dict[str, dict]:
     return ratings
 
 
-def save(path: Path, models: list[dict], ratings: list[dict] | None = None) -> None:
-    """Write the file; `ratings`, the rows behind the models, let later imports add to it."""
+def load_extras(path: Path | None) -> dict:
+    """What a ratings file says beyond the models: "categories" (per category of model: mean,
+    n, ci_low, ci_high) and "agreement" (Krippendorff's alpha across raters); {} when absent."""
+    if path is None or not Path(path).is_file():
+        return {}
+    load(path)  # the same checks and messages
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {key: data[key] for key in EXTRA_KEYS if key in data}
+
+
+def save(path: Path, models: list[dict], ratings: list[dict] | None = None,
+         extras: dict | None = None) -> None:
+    """Write the file; `ratings`, the rows behind the models, let later imports add to it;
+    `extras`, the figures across models (see load_extras)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(models, key=lambda m: (m.get("model") or "", m.get("run") or ""))
     data: dict = {"format": FORMAT, "models": ordered}
     if ratings is not None:
         data["ratings"] = ratings
+    data.update({key: value for key, value in (extras or {}).items() if key in EXTRA_KEYS})
     # Write beside, then rename: an interrupted write never leaves half the earlier ratings.
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n",

@@ -38,7 +38,8 @@ def _sort_value(value) -> str:
 
 def _is_numeric(column) -> bool:
     return column.digits is not None or column.key in {"documents", "human_n", "max_tokens",
-                                                       "limit", "judge_n"}
+                                                       "limit", "human_raters", "human_documents",
+                                                       "ppl_change_documents", "judge_n"}
 
 
 def _header() -> str:

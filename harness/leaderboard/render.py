@@ -99,7 +99,35 @@ def _fresh_cell(metric: str):
 
 def _human_cell(row: dict) -> str:
     mean = display(_BY_KEY["human_mean"], row.get("human_mean"))
-    return f"{mean} (n={row['human_n']})" if row.get("human_n") else mean
+    if row.get("human_ci_low") is not None and row.get("human_ci_high") is not None:
+        mean += (f" [{display(_BY_KEY['human_ci_low'], row['human_ci_low'])}, "
+                 f"{display(_BY_KEY['human_ci_high'], row['human_ci_high'])}]")
+    counts = [f"n={row['human_n']}"] if row.get("human_n") else []
+    counts += [f"{row[k]} {what}" for k, what in (("human_raters", "raters"),
+                                                  ("human_documents", "docs")) if row.get(k)]
+    return f"{mean} ({', '.join(counts)})" if counts else mean
+
+
+def _signed(key: str):
+    def cell(row: dict) -> str:
+        value = row.get(key)
+        text = display(_BY_KEY[key], value)
+        return f"+{text}" if isinstance(value, (int, float)) and value >= 0 else text
+    return cell
+
+
+def _change_cell(row: dict) -> str:
+    change = _signed("ppl_change_vs_base")(row)
+    low = _signed("ppl_change_ci_low")(row)
+    high = _signed("ppl_change_ci_high")(row)
+    return f"{change} [{low}, {high}]"
+
+
+def _change_verdict(row: dict) -> str:
+    high, low = row.get("ppl_change_ci_high"), row.get("ppl_change_ci_low")
+    if high is None or low is None:
+        return MISSING_TEXT
+    return "lower" if high < 0 else "higher" if low > 0 else "not shown"
 
 
 def _judge_cell(row: dict) -> str:
@@ -147,10 +175,29 @@ _MD_FRESH = [
 ]
 _MD_REPORTED = [
     ("Model", _plain("model")),
+    ("Study model", _plain("study")),
     ("Mix", _plain("mix")),
     ("LoRA", _plain("lora")),
     ("PPL (arithmetic mean)", _plain("ppl_token_mean")),
-    ("Human (1-10)", _plain("human_mean")),
+    ("Human (1-10) [95% CI]", _human_cell),
+]
+# Measured rows that are one of the study's models, beside the published figure.
+_MD_BESIDE = [
+    ("Model", _plain("model")),
+    ("Study model", _plain("study")),
+    ("Docs", _plain("documents")),
+    ("Reported PPL", _plain("reported_ppl")),
+    ("Measured PPL [95% CI]", _ppl_cell),
+    ("Measured - reported", _signed("ppl_minus_reported")),
+    ("Reported inside CI", _plain("reported_in_ci")),
+]
+# Adapters against their base model on the same documents.
+_MD_CHANGE = [
+    ("Model", _plain("model")),
+    ("Base run", _plain("ppl_change_base_run")),
+    ("Docs", _plain("ppl_change_documents")),
+    ("PPL change vs base [95% CI]", _change_cell),
+    ("PPL vs base", _change_verdict),
 ]
 
 
@@ -185,6 +232,21 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
         lines += _md_table(measured, spec)
     else:
         lines.append("No measured runs yet: run `feyntune eval` and regenerate.")
+    beside = [row for row in measured if row.get("reported_ppl") is not None]
+    if beside:
+        lines += ["", "## Measured beside reported", "",
+                  ("Models of the reference study measured here: the published perplexity, the "
+                   "measured one with its 95% bootstrap interval, their difference, and whether "
+                   "the published figure lies inside that interval."), ""]
+        lines += _md_table(beside, _MD_BESIDE)
+    changed = [row for row in measured if row.get("ppl_change_vs_base") is not None]
+    if changed:
+        lines += ["", "## Change against the base model", "",
+                  ("Each adapter minus its base model on the documents both scored: mean "
+                   "per-abstract change in token perplexity with the 95% interval of a paired "
+                   "bootstrap (9,999 resamples, random state 1); lower: the interval lies below "
+                   "zero."), ""]
+        lines += _md_table(changed, _MD_CHANGE)
     lines += ["", "## Reported by the reference study", "",
               (f"Published figures ({reported_source}); not measured here and not part of any "
                "measured statistic."), ""]

@@ -3,7 +3,7 @@
 A measured row's perplexity is the arithmetic mean of the samples' `ppl_token` values with the
 harness's percentile bootstrap (harness.stats.bootstrap_mean, the reference study's settings);
 the corpus-level figure beside it is lm-eval's `word_perplexity` aggregate. Reported rows come
-from reported.yaml and never enter a measured row's numbers.
+from the study registry (harness/study.yaml) and never enter a measured row's numbers.
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from harness.errors import FeynTuneError
 from harness.leaderboard.identity import LORA_ALL, LORA_QKV
 from harness.lmeval_outputs import Run
 from harness.stats import bootstrap_gap, bootstrap_mean
+from harness.study import REGISTRY_FILE, Registry
 from harness.subtasks import FRESH_PAIRS, GEN_TASK, PPL_TASK, per_document_metrics
 
-REPORTED_FILE = Path(__file__).with_name("reported.yaml")
+REPORTED_FILE = REGISTRY_FILE  # the study registry: the one home of the published figures
 MEASURED = "measured"
 REPORTED = "reported"
 
@@ -42,6 +40,7 @@ COLUMNS = [
     Column("adapter", "Adapter"),
     Column("mix", "Data mix"),
     Column("lora", "LoRA"),
+    Column("study", "Study model", note="the reference study's name of the model (s3, s3_qkv, Base)"),
     Column("provider", "Provider"),
     Column("documents", "Docs", note="documents evaluated"),
     Column("ppl_token_mean", "PPL", 2,
@@ -53,6 +52,19 @@ COLUMNS = [
     Column("word_perplexity_corpus", "Corpus word PPL", 2,
            note="lm-eval's corpus-level word perplexity (exp of total loss per word)"),
     Column("ppl_word_mean", "Word PPL", 2, note="arithmetic mean of per-abstract word perplexity"),
+    # Measured beside reported (harness.leaderboard.compare).
+    Column("reported_ppl", "Reported PPL", 2, note="the study's published PPL of this model"),
+    Column("ppl_minus_reported", "PPL - reported", 2, note="measured PPL minus the published one"),
+    Column("reported_in_ci", "Reported in CI",
+           note="whether the published PPL lies inside the measured 95% bootstrap interval"),
+    Column("ppl_change_vs_base", "PPL change vs base", 2,
+           note="adapter minus its base model on the same documents: mean per-abstract change"),
+    Column("ppl_change_ci_low", "Change 95% low", 2,
+           note="paired bootstrap 95% percentile interval of the change"),
+    Column("ppl_change_ci_high", "Change 95% high", 2,
+           note="paired bootstrap 95% percentile interval of the change"),
+    Column("ppl_change_documents", "Change docs", note="documents both runs scored"),
+    Column("ppl_change_base_run", "Base run", note="the base model's run compared with"),
     Column("semscore_mean", "SemScore", 3,
            note="cosine similarity of completion and true continuation (all-mpnet-base-v2)"),
     Column("semscore_min", "SemScore min", 3),
@@ -84,7 +96,11 @@ COLUMNS = [
     Column("semscore_fresh_gap_ci_high", "SemScore gap 95% high", 3),
     Column("human_mean", "Human", 2, note="human rating, 1-10"),
     Column("human_n", "Ratings"),
-    # feyntune judge (issue 15): an LLM's overall rating on the human rubric.
+    Column("human_ci_low", "Human 95% low", 2, note="bootstrap 95% percentile interval of the mean"),
+    Column("human_ci_high", "Human 95% high", 2, note="bootstrap 95% percentile interval of the mean"),
+    Column("human_raters", "Raters"),
+    Column("human_documents", "Rated docs"),
+    # feyntune judge: an LLM's overall rating on the human rubric.
     Column("judge_mean", "Judge", 2, note="LLM judge's overall rating, 1-10, mean over documents"),
     Column("judge_ci_low", "Judge 95% low", 2, note="bootstrap 95% percentile interval"),
     Column("judge_ci_high", "Judge 95% high", 2, note="bootstrap 95% percentile interval"),
@@ -229,41 +245,39 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
 
 
 def load_reported(path: Path = REPORTED_FILE) -> dict:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise FeynTuneError(f"cannot read the reported figures {path}: {err}") from None
-    if not isinstance(data, dict) or "perplexity" not in data:
-        raise FeynTuneError(f"{path} holds no 'perplexity' figures")
-    return data
+    """The study registry as a mapping (harness.study reads and checks it)."""
+    from harness import study
+
+    return study.load(path).data
 
 
 def reported_rows(reported: dict) -> list[dict]:
     """The reference study's published figures, one row per model it named."""
-    base = reported.get("base_model", "meta-llama/Llama-3.1-8B")
-    short = base.rsplit("/", 1)[-1]
-    human = (reported.get("human") or {}).get("scores", {})
-    human_n = None  # the study gives means only, not the number of ratings per model
+    registry = Registry(reported)
+    base = registry.base
+    short = base.hub.rsplit("/", 1)[-1]
+    human = registry.human
+    categories = human.get("categories") or {}
     rows = []
 
     def add(label, ppl=None, human_score=None, **ident):
         row = dict.fromkeys(COLUMN_KEYS)
+        # the study gives means only, not the number of ratings per model
         row.update(model=label, source=REPORTED, ppl_token_mean=ppl, human_mean=human_score,
-                   human_n=human_n, **ident)
+                   **ident)
         rows.append(row)
 
-    ppl = reported["perplexity"]
-    add(short, ppl.get("base"), human.get("base"), base_model=base)
-    for key, variant in (("lora_all", LORA_ALL), ("lora_qkv", LORA_QKV)):
-        for mix, value in (ppl.get(key) or {}).items():
-            add(f"{short} + {variant} {mix}", value, None, base_model=base, mix=str(mix),
-                lora=variant)
-        if key in human:
-            add(f"{short} + {variant} (mix not stated)", None, human[key], base_model=base,
-                lora=variant)
-    for name, score in human.items():
-        if name not in {"base", "lora_all", "lora_qkv"}:
-            add(name, None, score, provider=name)
+    add(short, base.perplexity, categories.get("Base"), base_model=base.hub, study=base.study)
+    for variant in (LORA_ALL, LORA_QKV):
+        for model in registry.adapters:
+            if model.lora == variant:
+                add(f"{short} + {variant} {model.mix}", model.perplexity, None,
+                    base_model=base.hub, mix=model.mix, lora=variant, study=model.study)
+        if variant in categories:
+            add(f"{short} + {variant} (mix not stated)", None, categories[variant],
+                base_model=base.hub, lora=variant)
+    for name, score in (human.get("commercial") or {}).items():
+        add(name, None, score, provider=name, study=name)
     return rows
 
 

@@ -35,7 +35,7 @@ def _build(args) -> int:
 
 def _import(args) -> int:
     from harness.errors import FeynTuneError
-    from harness.review import ratings
+    from harness.review import agreement, ratings
 
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
@@ -49,7 +49,8 @@ def _import(args) -> int:
                             f"{len(result.errors)} problem(s) reported above")
     merged = ratings.merge(ratings.earlier_ratings(Path(args.out)), result.ratings)
     models = ratings.summarise(merged.ratings)
-    ratings.write(models, Path(args.out), merged.ratings)
+    models, extras = agreement.annotate(models, merged.ratings)
+    ratings.write(models, Path(args.out), merged.ratings, extras)
     print(f"imported {result.rows} rating row(s) from {result.files} file(s), "
           f"{len(result.errors)} skipped; {len(models)} model(s) -> {args.out}")
     print(f"  {merged.added} row(s) added, {merged.replaced} earlier row(s) replaced, "
@@ -59,8 +60,23 @@ def _import(args) -> int:
         print(f"  replaced: rater {rater!r} of {where} (their earlier rows, by this import)")
     for model in sorted(models, key=lambda m: m["model"]):
         mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
-        print(f"  {model['model']}: overall {mean} (n={model['n']}, raters={model['raters']})")
+        print(f"  {model['model']}: overall {mean}{_interval(model)} (n={model['n']}, "
+              f"raters={model['raters']})")
+    for category in extras.get("categories", []):
+        print(f"  category {category['category']}: {category['mean']:.2f}{_interval(category)} "
+              f"(n={category['n']})")
+    alpha = extras["agreement"]
+    print(f"  agreement: Krippendorff's alpha (interval) "
+          f"{'n/a' if alpha['alpha'] is None else format(alpha['alpha'], '.3f')} across "
+          f"{alpha['raters']} rater(s) on {alpha['items']} text(s) every rater scored"
+          + (f" ({alpha['why']})" if alpha.get("why") else ""))
     return 0
+
+
+def _interval(entry: dict) -> str:
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        return ""
+    return f" [95% CI {entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
 
 
 def register(sub) -> None:

@@ -44,6 +44,7 @@ class Rating:
     review: str | None = None  # the review page's id; None for the reference layout
     label: str | None = None   # the neutral label the rater saw (page layout)
     file: str = ""             # the CSV file it came from
+    category: str | None = None  # the reference layout's category column (harness.review.agreement)
 
     @property
     def unit(self) -> tuple[str | None, str]:
@@ -218,7 +219,8 @@ class _Importer:
         known = self.models_by_name.get(model)
         self.result.ratings.append(Rating(known["run"] if known else None,
                                           known["model"] if known else model, rater, paper,
-                                          {OVERALL: score}, file=where.rsplit(":", 1)[0]))
+                                          {OVERALL: score}, file=where.rsplit(":", 1)[0],
+                                          category=row.get("category") or None))
 
     def read_file(self, path: Path) -> None:
         try:
@@ -316,6 +318,7 @@ def merge(earlier: list[Rating], new: list[Rating]) -> Merged:
                   replaced_units=sorted({r.unit for r in gone}, key=lambda u: (u[0] or "", u[1])))
 
 
-def write(models: list[dict], out: Path, ratings: list[Rating] | None = None) -> None:
+def write(models: list[dict], out: Path, ratings: list[Rating] | None = None,
+          extras: dict | None = None) -> None:
     rows = None if ratings is None else [asdict(r) for r in ratings]
-    human.save(out, models, rows)
+    human.save(out, models, rows, extras)

@@ -1,0 +1,187 @@
+"""Measured beside reported, and each adapter against its base model.
+
+- A measured row that is one of the reference study's models (`s3`, `s3_qkv`, `Base`, named by
+  `feyntune reproduce` in the run's lm-eval metadata, else recognised from the model's identity)
+  gets the published perplexity, measured minus published, and whether the published figure
+  lies inside the measured 95% bootstrap interval.
+- An adapter row whose base model was measured on the same documents gets the paired-bootstrap
+  change in perplexity against it (harness.stats.paired_change).
+- Imported human ratings fill the Human columns of the reported rows by the study's model names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+from harness.leaderboard.identity import ModelIdentity, display_name
+from harness.lmeval_outputs import Run
+from harness.subtasks import GEN_TASK, PPL_TASK
+
+# Key of the block `feyntune reproduce` puts into lm-eval's --metadata (kept by lm-eval in
+# the results file, configs.<task>.metadata): which study model the evaluated weights stand for.
+STUDY_METADATA = "feyntune_study"
+HUMAN_FIELDS = {"human_mean": "mean", "human_n": "n", "human_ci_low": "ci_low",
+                "human_ci_high": "ci_high", "human_raters": "raters",
+                "human_documents": "documents"}
+
+
+def study_marker(results: dict) -> dict | None:
+    """The reproduce block recorded in one lm-eval results file, or None."""
+    configs = results.get("configs") if isinstance(results.get("configs"), dict) else {}
+    for task in (PPL_TASK, GEN_TASK):
+        config = configs.get(task) if isinstance(configs.get(task), dict) else {}
+        metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+        block = metadata.get(STUDY_METADATA)
+        if isinstance(block, dict) and isinstance(block.get("study"), str):
+            return block
+    return None
+
+
+def read_markers(runs: list[Run], runs_dir: Path) -> dict[str, dict]:
+    """run id -> reproduce block, for the runs that carry one."""
+    markers = {}
+    for run in runs:
+        try:
+            results = json.loads((Path(runs_dir) / f"{run.run_id}.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        block = study_marker(results) if isinstance(results, dict) else None
+        if block:
+            markers[run.run_id] = block
+    return markers
+
+
+def apply_markers(runs: list[Run], markers: dict[str, dict]) -> None:
+    """A reproduced model is named by what it stands for (base + adapter as given), not by the
+    temporary merged folder lm-eval loaded."""
+    for run in runs:
+        block = markers.get(run.run_id)
+        if not block:
+            continue
+        run.identity = ModelIdentity(
+            base=display_name(block.get("base")),
+            adapter=display_name(block.get("adapter")) if block.get("adapter") else None,
+            mix=block.get("mix"), lora=block.get("lora"))
+
+
+def per_document_ppl(run: Run) -> dict:
+    """Document key (arXiv id, else lm-eval's doc_id) -> token perplexity."""
+    return {d.arxiv_id or str(d.doc_id): d.metrics["ppl_token"]
+            for d in run.samples.get(PPL_TASK, []) if "ppl_token" in d.metrics}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def beside_reported(row: dict, reported_ppl: float | None) -> None:
+    """Reported figure, difference and inside-CI verdict on a measured row."""
+    row["reported_ppl"] = reported_ppl
+    mean = row.get("ppl_token_mean")
+    if reported_ppl is None or not _finite(mean):
+        return
+    row["ppl_minus_reported"] = mean - reported_ppl
+    low, high = row.get("ppl_token_ci_low"), row.get("ppl_token_ci_high")
+    if _finite(low) and _finite(high):
+        row["reported_in_ci"] = "yes" if low <= reported_ppl <= high else "no"
+
+
+def _base_run(run: Run, runs: list[Run]) -> Run | None:
+    """The run of this adapter's base model sharing the most documents (latest on a tie)."""
+    mine = set(per_document_ppl(run))
+    candidates = [r for r in runs if not r.identity.adapter and not r.identity.is_api
+                  and r.identity.base == run.identity.base and per_document_ppl(r)]
+    if not candidates or not mine:
+        return None
+    return max(candidates, key=lambda r: (len(mine & set(per_document_ppl(r))),
+                                          r.started.timestamp() if r.started else 0.0, r.run_id))
+
+
+def against_base(row: dict, run: Run, runs: list[Run], labels: dict[str, str]) -> None:
+    from harness.stats import paired_change
+
+    if not run.identity.adapter:
+        return
+    base = _base_run(run, runs)
+    if base is None:
+        return
+    mine, theirs = per_document_ppl(run), per_document_ppl(base)
+    if not all(math.isfinite(v) for v in list(mine.values()) + list(theirs.values())):
+        run.notes.append("non-finite ppl_token values; no paired change against the base")
+        return
+    paired = paired_change(mine, theirs)
+    if paired is None:
+        return
+    row.update(ppl_change_vs_base=paired.change.mean, ppl_change_ci_low=paired.change.ci_low,
+               ppl_change_ci_high=paired.change.ci_high, ppl_change_documents=paired.n,
+               ppl_change_base_run=labels.get(base.run_id, base.run_id))
+
+
+def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, str],
+                     markers: dict[str, dict], registry) -> None:
+    """Fill the study and comparison columns of the measured rows (in place)."""
+    from harness.study import study_name_of
+
+    by_id = {run.run_id: run for run in runs}
+    for row in measured:
+        run = by_id.get(row.get("run"))
+        if run is None:
+            continue
+        block = markers.get(run.run_id)
+        study = block["study"] if block else study_name_of(run.identity, registry)
+        row["study"] = study
+        if study is not None and not run.identity.is_api:
+            try:
+                reported = registry.model(study).perplexity
+            except FeynTuneError:  # a marker naming a model the registry lacks
+                reported = None
+                run.notes.append(f"study model {study!r} is not in the registry")
+            beside_reported(row, reported)
+        against_base(row, run, runs, labels)
+
+
+def human_columns(row: dict, entry: dict | None) -> None:
+    """Human columns of a row from one imported model (mean, CI, counts)."""
+    if not entry:
+        return
+    for column, key in HUMAN_FIELDS.items():
+        if entry.get(key) is not None:
+            row[column] = entry[key]
+
+
+def fill_reported_human(reported: list[dict], rated: list[dict], extras: dict) -> set[str]:
+    """Imported ratings of the study's models onto the reported rows: a row named by a study
+    model (Base, s3, s3_qkv, ChatGPT-4) takes that model's ratings, a category row (LoRA-all,
+    mix not stated) the category's. Returns the study names used."""
+    by_study = {entry["study"]: entry for entry in rated if isinstance(entry.get("study"), str)}
+    categories = {c.get("category"): c for c in extras.get("categories") or []
+                  if isinstance(c, dict)}
+    used = set()
+    for row in reported:
+        study = row.get("study")
+        if study in by_study:
+            human_columns(row, by_study[study])
+            used.add(study)
+        elif study is None and row.get("lora") and not row.get("mix") \
+                and row.get("lora") in categories:
+            human_columns(row, categories[row["lora"]])
+    return used
+
+
+def agreement_notes(extras: dict) -> list[str]:
+    notes = []
+    agreement = extras.get("agreement")
+    if isinstance(agreement, dict) and agreement.get("alpha") is not None:
+        notes.append(f"human ratings: Krippendorff's alpha (interval) {agreement['alpha']:.3f} "
+                     f"across {agreement.get('raters')} raters on the {agreement.get('items')} "
+                     "texts every rater scored")
+    for category in extras.get("categories") or []:
+        if isinstance(category, dict) and category.get("mean") is not None:
+            low, high = category.get("ci_low"), category.get("ci_high")
+            interval = f" [95% CI {low:.2f}, {high:.2f}]" if _finite(low) and _finite(high) else ""
+            notes.append(f"human ratings, category {category.get('category')}: "
+                         f"{category['mean']:.2f}{interval} (n={category.get('n')})")
+    return notes

@@ -1,0 +1,358 @@
+"""`feyntune reproduce`: the reference study's evaluation, in one command.
+
+Evaluates the study's base model and its published adapters (harness/study.yaml; default all 20)
+on the published test split with the published settings: each adapter merged into the 16-bit base
+(`feyntune merge`), float16 weights, sampling at temperature 0.8 with at most 1024 new tokens,
+through lm-eval's `hepth_completion` task like `feyntune eval`. One run folder per model under
+--runs; a model whose run folder already holds the requested subtasks is skipped, so a crashed
+run resumes where it stopped. `feyntune leaderboard` then shows each measured figure beside the
+published one.
+
+    feyntune reproduce                                   # everything, from the hub
+    feyntune reproduce --models s3,s3_qkv --tasks perplexity --limit 500
+    feyntune reproduce --base /models/Llama-3.1-8B --adapters /models/adapters   # offline/mirror
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import FeynTuneError
+
+PPL_TASK = "hepth_completion_ppl"
+GEN_TASK = "hepth_completion_gen"
+TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
+                "generation": (GEN_TASK,)}
+DEFAULT_RUNS = "results/runs/reproduce"
+# Written into each merged folder: it was made by this command and may be removed by it.
+MERGED_MARKER = ".feyntune-reproduce.json"
+
+
+@dataclass
+class Planned:
+    study: str
+    label: str                 # what the model is, for the progress lines
+    weights: str               # base: hub id or folder; adapter: hub id or folder of the adapter
+    is_base: bool
+    out: Path                  # this model's run folder
+    todo: tuple[str, ...]      # subtasks still to run
+    marker: dict               # what the run stands for (harness.leaderboard.compare)
+
+
+# ---- planning ----------------------------------------------------------------------------------
+
+def select_models(registry, names: str | None) -> list:
+    """The base model plus the chosen adapters ("all", or a comma list of study names)."""
+    if not names or names.strip().lower() == "all":
+        return registry.models
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    chosen = [registry.model(name) for name in wanted]  # FeynTuneError for an unknown name
+    base = registry.base
+    return [base] + [m for m in registry.adapters if m in chosen]
+
+
+def adapter_source(model, adapters_dir: Path | None, overrides: dict[str, str]) -> str:
+    """Where an adapter comes from: --adapter NAME=PATH, else a folder in --adapters named by the
+    study name or the hub name's last part, else the hub id."""
+    if model.study in overrides:
+        return overrides[model.study]
+    if adapters_dir is None:
+        return model.hub
+    names = (model.study, model.hub.rsplit("/", 1)[-1])
+    for name in names:
+        if (adapters_dir / name / "adapter_config.json").is_file():
+            return str(adapters_dir / name)
+    raise FeynTuneError(f"no adapter for {model.study} in {adapters_dir} (looked for a folder "
+                        f"{' or '.join(names)} with adapter_config.json)")
+
+
+def finished_tasks(out: Path) -> set[str]:
+    """Subtasks with a complete results + samples pair in a model's run folder."""
+    from harness import lmeval_outputs
+
+    if not out.is_dir():
+        return set()
+    return {task for run in lmeval_outputs.scan(out).runs for task in run.samples}
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs or []:
+        name, sep, path = pair.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise FeynTuneError(f"--adapter {pair!r}: expected NAME=PATH (e.g. s3=/models/s3)")
+        overrides[name.strip()] = path.strip()
+    return overrides
+
+
+def plan(registry, models: list, base: str, adapters_dir: Path | None, overrides: dict,
+         runs_dir: Path, tasks: tuple[str, ...]) -> list[Planned]:
+    planned = []
+    for model in models:
+        weights = base if model.is_base else adapter_source(model, adapters_dir, overrides)
+        if "," in weights:
+            raise FeynTuneError(f"{weights}: a path with a comma cannot be passed to lm-eval")
+        out = runs_dir / model.study
+        done = finished_tasks(out)
+        label = "base model" if model.is_base else f"{model.lora} {model.mix}"
+        marker = {"study": model.study, "base": base, "adapter": None if model.is_base else weights,
+                  "mix": model.mix, "lora": model.lora}
+        planned.append(Planned(model.study, label, weights, model.is_base, out,
+                               tuple(t for t in tasks if t not in done), marker))
+    return planned
+
+
+def document_count(registry, data: str | None, limit: int | None) -> int:
+    if data:
+        from harness.documents import load_documents
+
+        count = len(load_documents(data).docs)
+    else:
+        count = int(registry.documents["count"])
+    return min(count, limit) if limit else count
+
+
+def estimate_seconds(registry, documents: int, task: str, max_new_tokens: int) -> float:
+    """Seconds one model needs for one subtask at the registry's assumed throughput."""
+    speed = registry.throughput
+    if task == PPL_TASK:
+        tokens_per_second = speed["perplexity_tokens"] / speed["perplexity_seconds"]
+        return documents * speed["tokens_per_abstract"] / tokens_per_second
+    # as if every completion ran to the limit: an upper bound
+    return documents * max_new_tokens / speed["generation_tokens_per_second"]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def describe(registry, planned: list[Planned], documents: int, max_new_tokens: int,
+             settings: dict) -> list[str]:
+    """The plan and the time estimate, as printed before anything runs."""
+    speed = registry.throughput
+    lines = [(f"reproducing the reference study: {len(planned)} model(s), {documents} "
+              f"document(s) each; merged into the base in {settings['dtype']}, generation at "
+              f"temperature {settings['temperature']} with at most {max_new_tokens} new tokens")]
+    total = {PPL_TASK: 0.0, GEN_TASK: 0.0}
+    for item in planned:
+        if item.todo:
+            for task in item.todo:
+                total[task] += estimate_seconds(registry, documents, task, max_new_tokens)
+            state = "to run: " + ", ".join(t.rsplit("_", 1)[-1] for t in item.todo)
+        else:
+            state = "already done, skipped"
+        lines.append(f"  {item.study:<8} {item.label:<16} {item.weights}  [{state}]")
+    lines.append(
+        f"estimated GPU time: {_duration(sum(total.values()))} (perplexity "
+        f"{_duration(total[PPL_TASK])}, generation at most {_duration(total[GEN_TASK])}; merging "
+        f"not counted). ASSUMED, not measured here: {speed['gpu']} figures for an 8B model at "
+        f"batch 64 ({speed['perplexity_tokens']:,} tokens scored in {speed['perplexity_seconds']} "
+        f"s; {speed['generation_tokens_per_second']} new tokens/s), "
+        f"{speed['tokens_per_abstract']} tokens per abstract, every completion at the limit "
+        "(harness/study.yaml, throughput)")
+    return lines
+
+
+# ---- running -----------------------------------------------------------------------------------
+
+def lm_eval_argv(weights: str, tasks: tuple[str, ...], out: Path, settings: dict,
+                 max_new_tokens: int, metadata: dict, batch_size: str, limit: int | None,
+                 device: str | None, seed: int) -> list[str]:
+    argv = ["run", "--model", "hf", "--model_args", f"pretrained={weights},dtype={settings['dtype']}",
+            "--tasks", ",".join(tasks), "--batch_size", str(batch_size), "--log_samples",
+            "--output_path", str(out), "--seed", str(seed), "--metadata", json.dumps(metadata)]
+    if GEN_TASK in tasks:
+        sampling = (f"do_sample=True,temperature={settings['temperature']},"
+                    f"max_gen_toks={max_new_tokens}")
+        argv += ["--gen_kwargs", sampling]
+    if limit:
+        argv += ["--limit", str(limit)]
+    if device:
+        argv += ["--device", device]
+    return argv
+
+
+def local_adapter(source: str) -> Path:
+    """A local folder for an adapter given as a folder or a hub id (downloaded to the hub cache)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source))
+    except Exception as err:  # noqa: BLE001 -- hub errors have many types; the message says it
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FeynTuneError(f"cannot get adapter {source}: {first}") from None
+
+
+def merged_model(item: Planned, base: str, work: Path, dtype: str) -> Path:
+    """The adapter merged into the base (reused when an earlier run of this command made it)."""
+    from finetune.merge import merge_adapter
+
+    folder = work / item.study
+    marker = folder / MERGED_MARKER
+    if folder.exists():
+        if not marker.is_file():
+            raise FeynTuneError(f"{folder} exists and was not written by `feyntune reproduce`; "
+                                "move it away or choose another --work")
+        state = json.loads(marker.read_text(encoding="utf-8"))
+        if state.get("complete") and state.get("dtype") == dtype and state.get("base") == base \
+                and state.get("adapter") == item.weights:
+            return folder
+        shutil.rmtree(folder)  # an interrupted or different merge of ours
+    folder.mkdir(parents=True)
+    record = {"base": base, "adapter": item.weights, "dtype": dtype, "complete": False}
+    marker.write_text(json.dumps(record), encoding="utf-8")
+    merge_adapter(base, local_adapter(item.weights), folder, dtype=dtype)
+    marker.write_text(json.dumps({**record, "complete": True}), encoding="utf-8")
+    return folder
+
+
+def remove_merged(folder: Path) -> None:
+    if (folder / MERGED_MARKER).is_file():
+        shutil.rmtree(folder)
+
+
+@dataclass
+class Options:
+    base: str
+    runs: Path
+    work: Path
+    data: str | None
+    semscore_model: str | None
+    limit: int | None
+    batch_size: str
+    device: str | None
+    seed: int
+    max_new_tokens: int
+    keep_merged: bool
+
+
+def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
+    from harness.evaluate import run_lm_eval
+    from harness.leaderboard.compare import STUDY_METADATA
+
+    weights = opts.base
+    folder = None
+    if not item.is_base:
+        print(f"    merging {item.weights} into {opts.base} ({settings['dtype']})", flush=True)
+        folder = merged_model(item, opts.base, opts.work, settings["dtype"])
+        weights = str(folder)
+    metadata = {STUDY_METADATA: {**item.marker, "merged": not item.is_base,
+                                 "dtype": settings["dtype"]}}
+    if opts.data:
+        metadata["hepth_data"] = str(Path(opts.data).expanduser().resolve())
+    if opts.semscore_model:
+        metadata["semscore_model"] = opts.semscore_model
+    argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
+                        opts.batch_size, opts.limit, opts.device, opts.seed)
+    code = run_lm_eval(argv)
+    if code != 0:
+        raise FeynTuneError(f"lm-eval exited with {code}")
+    missing = set(item.todo) - finished_tasks(item.out)
+    if missing:
+        raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
+    if folder is not None and not opts.keep_merged:
+        remove_merged(folder)
+
+
+def reproduce(args) -> int:
+    from harness import study
+
+    registry = study.load()
+    settings = dict(registry.settings)
+    if args.dtype:
+        settings["dtype"] = args.dtype
+    max_new_tokens = args.max_new_tokens or int(settings["max_new_tokens"])
+    tasks = TASK_CHOICES[args.tasks]
+    base = args.base or registry.base.hub
+    adapters_dir = Path(args.adapters).expanduser() if args.adapters else None
+    if adapters_dir is not None and not adapters_dir.is_dir():
+        raise FeynTuneError(f"--adapters {adapters_dir} is not a folder")
+    if args.limit is not None and args.limit < 1:
+        raise FeynTuneError("--limit must be at least 1")
+    models = select_models(registry, args.models)
+    runs_dir = Path(args.runs)
+    planned = plan(registry, models, base, adapters_dir, parse_overrides(args.adapter), runs_dir,
+                   tasks)
+    documents = document_count(registry, args.data, args.limit)
+    for line in describe(registry, planned, documents, max_new_tokens, settings):
+        print(line, flush=True)
+    if args.dry_run:
+        return 0
+
+    opts = Options(base, runs_dir, Path(args.work).expanduser(), args.data, args.semscore_model,
+                   args.limit, args.batch_size, args.device, args.seed, max_new_tokens,
+                   args.keep_merged)
+    failed: list[str] = []
+    todo = [item for item in planned if item.todo]
+    started = time.monotonic()
+    for number, item in enumerate(todo, start=1):
+        print(f"[{number}/{len(todo)}] {item.study} ({item.label}): "
+              f"{', '.join(item.todo)} -> {item.out}", flush=True)
+        t0 = time.monotonic()
+        try:
+            evaluate_model(item, opts, settings)
+        except FeynTuneError as err:
+            failed.append(f"{item.study} ({err})")
+            print(f"[{number}/{len(todo)}] {item.study}: FAILED: {err}", file=sys.stderr, flush=True)
+            continue
+        elapsed = time.monotonic() - started
+        left = elapsed / number * (len(todo) - number)
+        print(f"[{number}/{len(todo)}] {item.study}: done in {_duration(time.monotonic() - t0)}"
+              f"; about {_duration(left)} left at this pace", flush=True)
+    skipped = len(planned) - len(todo)
+    print(f"reproduce: {len(todo) - len(failed)} model(s) evaluated, {skipped} already done, "
+          f"{len(failed)} failed. Compare with the published figures: "
+          f"feyntune leaderboard --runs {runs_dir}")
+    if failed:
+        raise FeynTuneError(f"{len(failed)} model(s) failed: {'; '.join(failed)}; re-run to retry "
+                            "them (finished models are kept)")
+    return 0
+
+
+def register(sub) -> None:
+    from harness.home import feyntune_home
+
+    p = sub.add_parser("reproduce", help="evaluate the reference study's published models",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="all",
+                   help="comma list of study adapters (s1..s10, s1_qkv..s10_qkv) or all "
+                   "(default); the base model is always evaluated")
+    p.add_argument("--tasks", choices=sorted(TASK_CHOICES), default="both",
+                   help="perplexity, generation or both (default)")
+    p.add_argument("--limit", type=int, default=None, help="first N documents only")
+    p.add_argument("--base", default=None,
+                   help="base model: hub id or local folder (default: the study's)")
+    p.add_argument("--adapters", default=None,
+                   help="folder with one adapter folder per model, named s3 / s3_qkv or like "
+                   "the hub name (s3-L-3.1-8B-base_v3); default: the hub")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
+                   help="one adapter's folder (repeatable); wins over --adapters")
+    p.add_argument("--data", default=None,
+                   help="test documents: a `feyntune data build` folder or JSON-lines file "
+                   "(default: the published split on the hub)")
+    p.add_argument("--runs", default=DEFAULT_RUNS, help=f"run folders (default: {DEFAULT_RUNS})")
+    p.add_argument("--work", default=str(feyntune_home() / "reproduce"),
+                   help="merged models, removed after their evaluation (default: %(default)s)")
+    p.add_argument("--keep-merged", action="store_true", help="keep the merged models")
+    p.add_argument("--dtype", default=None, choices=("float16", "bfloat16", "float32"),
+                   help="weights for merging and evaluation (default: the study's float16)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation limit (default: the study's 1024)")
+    p.add_argument("--batch-size", default="auto", help="lm-eval batch size (default: auto)")
+    p.add_argument("--device", default=None, help="lm-eval device (default: lm-eval's choice)")
+    p.add_argument("--semscore-model", default=None, help="SemScore embedder (name or folder)")
+    p.add_argument("--seed", type=int, default=1234, help="lm-eval seed (default: 1234)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and estimate only")
+    p.set_defaults(func=reproduce)

@@ -1,0 +1,198 @@
+"""`feyntune reproduce`: plan, estimate, settings, and the offline end-to-end run with local
+stand-ins (SmolLM2 for the base, two small adapters made here) ending in the leaderboard's
+measured-beside-reported and paired-change columns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+
+from harness import cli, reproduce, study
+
+MAX_NEW = 4
+
+
+def test_dry_run_prints_every_model_and_the_assumed_time(capsys, tmp_path):
+    assert cli.main(["reproduce", "--dry-run", "--runs", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    registry = study.load()
+    for model in registry.models:
+        assert f"  {model.study} " in out and model.hub in out
+    # the estimate, by hand from the registry's assumptions: 21 models x 15,808 documents
+    speed = registry.throughput
+    ppl = 21 * 15808 * speed["tokens_per_abstract"] / (speed["perplexity_tokens"]
+                                                       / speed["perplexity_seconds"])
+    gen = 21 * 15808 * 1024 / speed["generation_tokens_per_second"]
+    total_minutes = round((ppl + gen) / 60)
+    assert f"estimated GPU time: {total_minutes // 60} h {total_minutes % 60:02d} min" in out
+    assert f"perplexity {round(ppl / 60)} min" in out
+    assert "ASSUMED, not measured here: H200" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_subset_limit_and_tasks_scale_the_estimate(capsys, tmp_path):
+    assert cli.main(["reproduce", "--dry-run", "--models", "s3,s7_qkv", "--tasks", "perplexity",
+                     "--limit", "10000", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 model(s), 10000 document(s)" in out
+    assert "LLMsForHepth/s7-L-3.1-8B-qkv2" in out and "s9" not in out
+    seconds = 3 * 10000 * 215 / (269000 / 11.4)
+    assert f"estimated GPU time: {round(seconds / 60)} min" in out
+
+
+def test_published_settings_reach_lm_eval():
+    settings = study.load().settings
+    argv = reproduce.lm_eval_argv("/m/merged", (reproduce.PPL_TASK, reproduce.GEN_TASK),
+                                  reproduce.Path("/r/s3"), settings, 1024, {"k": 1}, "auto",
+                                  None, None, 1234)
+    model_args = argv[argv.index("--model_args") + 1]
+    assert model_args == "pretrained=/m/merged,dtype=float16"
+    assert argv[argv.index("--gen_kwargs") + 1] == "do_sample=True,temperature=0.8,max_gen_toks=1024"
+    assert "--log_samples" in argv and "--limit" not in argv
+    only_ppl = reproduce.lm_eval_argv("/m", (reproduce.PPL_TASK,), reproduce.Path("/r"), settings,
+                                      1024, {}, "8", 5, "cpu", 1)
+    assert "--gen_kwargs" not in only_ppl and only_ppl[only_ppl.index("--limit") + 1] == "5"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--models", "s11"], "no study model 's11'"),
+    (["--adapters", "/nonexistent/adapters"], "is not a folder"),
+    (["--adapter", "s3"], "expected NAME=PATH"),
+])
+def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    assert cli.main(["reproduce", "--dry-run", "--runs", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_adapter_folder_is_named(tmp_path, capsys):
+    (tmp_path / "adapters").mkdir()
+    assert cli.main(["reproduce", "--dry-run", "--models", "s3", "--adapters",
+                     str(tmp_path / "adapters"), "--runs", str(tmp_path / "runs")]) == 2
+    assert "no adapter for s3" in capsys.readouterr().err
+
+
+# ---- end to end, offline ------------------------------------------------------------------------
+
+@pytest.fixture
+def stand_ins(tmp_path, smollm2_path, sample_path):
+    """Two adapters of SmolLM2 with random non-zero updates (one per LoRA variant), named as the
+    study's s3 and s3_qkv, and three real hep-th abstracts."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.abstracts import clean_abstract, primary_category
+
+    adapters = tmp_path / "adapters"
+    targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+               "s3_qkv": ["q_proj", "k_proj", "v_proj"]}
+    for seed, (name, modules) in enumerate(targets.items()):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=modules, init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        with torch.no_grad():  # small updates: the adapters change, not wreck, the model
+            for param_name, param in peft_model.named_parameters():
+                if "lora_B" in param_name:
+                    param.mul_(0.05)
+        peft_model.save_pretrained(adapters / name)
+    docs = tmp_path / "docs.jsonl"
+    with open(sample_path, encoding="utf-8") as src, open(docs, "w", encoding="utf-8") as dst:
+        kept = 0
+        for line in src:
+            record = json.loads(line)
+            if primary_category(record["categories"]) == "hep-th" and kept < 3:
+                dst.write(json.dumps({"id": record["id"], "title": record["title"],
+                                      "abstract": clean_abstract(record["abstract"])}) + "\n")
+                kept += 1
+    return adapters, docs
+
+
+def _ppl_by_doc(run_dir):
+    (path,) = run_dir.rglob("samples_hepth_completion_ppl_*.jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {r["doc"]["id"]: r["ppl_token"] for r in rows}
+
+
+@pytest.mark.slow
+def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, minilm_path,
+                                                     tmp_path, capsys):
+    adapters, docs = stand_ins
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    argv = ["reproduce", "--base", str(smollm2_path), "--adapters", str(adapters),
+            "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
+            "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
+            "--dtype", "float32", "--semscore-model", str(minilm_path),
+            "--runs", str(runs), "--work", str(work)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "3 model(s), 3 document(s)" in out and "estimated GPU time" in out
+    assert "[1/3] Base" in out and "[3/3] s3_qkv" in out and "0 failed" in out
+    for name in ("Base", "s3", "s3_qkv"):
+        assert list((runs / name).rglob("results_*.json")), name
+    assert not (work / "s3").exists()  # merged models are removed after their evaluation
+
+    # resumable: a second run finds every model done
+    assert cli.main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("already done, skipped") == 3 and "[1/" not in again
+
+    out_dir = tmp_path / "board"
+    assert cli.main(["leaderboard", "--runs", str(runs), "--out", str(out_dir)]) == 0
+    with open(out_dir / "leaderboard.csv", newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["source"] == "measured"]
+    board = {r["study"]: r for r in rows}
+    assert set(board) == {"Base", "s3", "s3_qkv"}
+    assert board["s3"]["lora"] == "LoRA-all" and board["s3"]["mix"] == "s3"
+    assert board["s3_qkv"]["lora"] == "LoRA-QKV"
+    assert board["s3"]["model"] == f"{smollm2_path.name} + LoRA-all s3"
+
+    base_ppl = _ppl_by_doc(runs / "Base")
+    registry = study.load()
+    for name in ("Base", "s3", "s3_qkv"):
+        row = board[name]
+        reported = registry.model(name).perplexity
+        mine = _ppl_by_doc(runs / name)
+        mean = math.fsum(mine.values()) / len(mine)
+        assert float(row["reported_ppl"]) == reported
+        assert float(row["ppl_minus_reported"]) == pytest.approx(mean - reported, rel=1e-12)
+        inside = float(row["ppl_token_ci_low"]) <= reported <= float(row["ppl_token_ci_high"])
+        assert row["reported_in_ci"] == ("yes" if inside else "no")
+        if name == "Base":
+            assert row["ppl_change_vs_base"] == "NA"
+            continue
+        # the paired change, a second way: plain differences per document
+        diffs = [mine[k] - base_ppl[k] for k in base_ppl]
+        assert float(row["ppl_change_vs_base"]) == pytest.approx(
+            math.fsum(diffs) / len(diffs), rel=1e-9)
+        assert row["ppl_change_documents"] == "3"
+        assert float(row["ppl_change_ci_low"]) <= float(row["ppl_change_vs_base"]) \
+            <= float(row["ppl_change_ci_high"])
+        assert mine != base_ppl  # the adapters changed the model
+    md = (out_dir / "leaderboard.md").read_text()
+    assert "## Measured beside reported" in md and "## Change against the base model" in md
+    assert "| 9.83 |" in md
+    html = (out_dir / "index.html").read_text()
+    assert "Reported PPL" in html and "PPL change vs base" in html
+
+
+def test_study_names_from_what_lm_eval_recorded():
+    """A run of a published adapter through plain `feyntune eval` is the same study model."""
+    from harness.leaderboard.identity import identify
+    from harness.study import study_name_of
+
+    def name(model_args, model="hf"):
+        return study_name_of(identify({"model": model, "model_args": model_args}))
+
+    base = "pretrained=meta-llama/Llama-3.1-8B"
+    assert name(base) == "Base"
+    assert name(f"{base},peft=LLMsForHepth/s3-L-3.1-8B-base_v3") == "s3"
+    assert name(f"{base},peft=LLMsForHepth/s7-L-3.1-8B-qkv2") == "s7_qkv"
+    assert name(f"{base},peft=LLMsForHepth/s1-L-3.1-8B-qkv_v2") == "s1_qkv"
+    assert name("pretrained=HuggingFaceTB/SmolLM2-135M") is None
+    assert name("pretrained=meta-llama/Llama-3.1-8B,peft=/my/adapter") is None
+    assert name("provider=openai,model=ChatGPT-4", model="provider") == "ChatGPT-4"
