@@ -159,6 +159,9 @@ def bootstrap_gap(standard: Iterable[float], fresh: Iterable[float], n_resamples
     low, high = _quantile_interval(boot_fresh - boot_standard, confidence_level)
     return Gap(n_standard=int(b.size), n_fresh=int(a.size), standard=float(b.mean()),
                fresh=float(a.mean()), gap=float(a.mean() - b.mean()), ci_low=low, ci_high=high)
+
+
+@dataclass(frozen=True)
 class PairedChange:
     n: int               # documents both runs scored
     reference_mean: float
