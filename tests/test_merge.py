@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from sample_sets import build_tiny_llama
 
 from finetune.merge import PROBE_TEXTS, merge_adapter, register
-from finetune.train_sample import build_tiny_llama
 from harness.errors import FeynTuneError
 
 

@@ -1,4 +1,7 @@
-"""Small s1-like training sets cut from the shared arXiv sample, for tests, benches and demos.
+"""Set-up for tests and benchmarks, not a pipeline step: small s1-like training sets cut from
+the shared arXiv sample, and tiny random Llamas with a real tokenizer.
+
+Tests import it by name (pytest puts tests/ on the path); bench scripts add tests/ themselves.
 
 Real curated sets come from `feyntune data build` (finetune/curate.py), which owns the
 reference's split rules; this only needs hep-th abstracts selected and cleaned by the shared
