@@ -107,9 +107,14 @@ def choose(setting: bool | str, model, dataset, batch_size: int, collator) -> De
     on_gpu = torch.cuda.is_available()
     if setting != "auto" or not on_gpu:
         return decide(setting, on_gpu=on_gpu)
+    device = next(p.device for p in model.parameters() if p.device.type != "meta")
+    if device.type != "cuda":
+        # FSDP / DeepSpeed place the weights after this point: nothing to measure yet
+        return Decision(True, setting, "auto with the weights not yet on a GPU (FSDP/DeepSpeed): "
+                                       "on, to be safe; set it, or the launcher's activation "
+                                       "checkpointing, explicitly")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     peak, oom = probe_peak(model, worst_batch(dataset, batch_size, collator))
-    device = next(p.device for p in model.parameters() if p.device.type != "meta")
     total = torch.cuda.get_device_properties(device).total_memory
     return decide(setting, on_gpu=True, peak_bytes=peak, total_bytes=total,
                   trainable_params=trainable, out_of_memory=oom)

@@ -184,3 +184,52 @@ def test_worst_batch_holds_the_longest_abstracts(smollm2_path, sample_path, tmp_
 def test_unknown_checkpointing_setting_is_rejected():
     with pytest.raises(FeynTuneError, match="true, false or auto"):
         C.resolve("paper", None, {"gradient_checkpointing": "sometimes"})
+
+
+class _FakeCuda:
+    """The torch.cuda calls of the probe, on a CPU: a fixed peak, RNG state kept apart."""
+
+    def __init__(self, monkeypatch, peak):
+        import torch
+
+        self.reset = 0
+        for name, fn in {"empty_cache": lambda: None, "synchronize": lambda device=None: None,
+                         "reset_peak_memory_stats": self._reset,
+                         "max_memory_allocated": lambda device=None: peak,
+                         "get_rng_state_all": lambda: ["cuda-rng"],
+                         "set_rng_state_all": lambda states: None}.items():
+            monkeypatch.setattr(torch.cuda, name, fn)
+
+    def _reset(self, device=None):
+        self.reset += 1
+
+
+def test_probe_leaves_the_run_as_it_was(tiny_llama, short_set, monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune import collate
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    ds = collate.tokenize_dataset(tok, collate.read_texts(short_set / "train.jsonl"))
+    batch = memory.worst_batch(ds, 4, collate.PaddingCollator(tok.eos_token_id, 8))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32),
+                           LoraConfig(r=8, lora_alpha=32, lora_dropout=0.05,
+                                      target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    model.eval()
+    fake = _FakeCuda(monkeypatch, peak=5 * memory.GIB)
+    torch.manual_seed(7)
+    rng = torch.get_rng_state()
+    peak, oom = memory.probe_peak(model, batch)
+    assert (peak, oom) == (5 * memory.GIB, False) and fake.reset == 1
+    assert torch.equal(torch.get_rng_state(), rng)  # LoRA dropout drew numbers; put back
+    assert all(p.grad is None for p in model.parameters())  # no gradient left for step 1
+    assert not model.training
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(model, "forward", out_of_memory)
+    assert memory.probe_peak(model, batch) == (None, True)
+    assert torch.equal(torch.get_rng_state(), rng)
