@@ -30,6 +30,7 @@ import gc
 import json
 import logging
 import math
+import os
 import random
 import statistics
 import sys
@@ -39,7 +40,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
+# the project's real arXiv sample, found as the tests find it
+SHARED_DATA = Path(os.environ.get("FEYNTUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLE = SHARED_DATA / "arxiv" / "arxiv-sample.jsonl"
 
 # Llama-3.1-8B's published configuration (config.json of meta-llama/Llama-3.1-8B), as data.
 LLAMA_31_8B = {
@@ -112,13 +115,15 @@ def peak_gib(reset: bool = False) -> float | None:
     return round(peak, 2)
 
 
-def sample_abstracts(n: int, words: int = 0) -> list[dict]:
+def sample_abstracts(sample: Path, n: int, words: int = 0) -> list[dict]:
     """Every record of the shared sample with a non-empty abstract (cleaned by the shared
     rules), in file order; the first `n` when n > 0, cut to `words` words when words > 0."""
     from harness.abstracts import clean_abstract
 
     out = []
-    for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+    if not sample.is_file():
+        raise SystemExit(f"the arXiv sample is not at {sample}; pass --sample FILE")
+    for line in sample.read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         text = clean_abstract(r.get("abstract") or "")
         if words:
@@ -450,6 +455,8 @@ def main() -> int:
     ap.add_argument("--docs", type=int, help="abstracts for perplexity and training batches "
                                              "(default: all of the sample on a GPU)")
     ap.add_argument("--train-steps", type=int, help="timed optimizer steps per configuration")
+    ap.add_argument("--sample", type=Path, default=SAMPLE,
+                    help=f"arXiv metadata as JSON lines (default {SAMPLE})")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
     opts = ap.parse_args()
 
@@ -472,7 +479,7 @@ def main() -> int:
     device = "cuda" if on_gpu else "cpu"
     dtype = torch.bfloat16 if on_gpu else torch.float32
     spec = LLAMA_31_8B if on_gpu else TINY
-    records = sample_abstracts(s["docs"], s["words"])
+    records = sample_abstracts(opts.sample, s["docs"], s["words"])
     card = torch.cuda.get_device_name() if on_gpu else "CPU"
     say(f"== {'Llama-3.1-8B' if on_gpu else 'tiny Llama'} (random weights) on {card}, "
         f"{str(dtype).replace('torch.', '')}, torch {torch.__version__}, transformers "

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gpu_bench_runs_tiny_on_cpu(sample_path, llama3_tokenizer_path, tmp_path):
     out = tmp_path / "figures.json"
     env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--tiny", "--json", str(out)],
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--tiny", "--json", str(out),
+                           "--sample", str(sample_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -24,6 +24,7 @@ from harness.errors import FeynTuneError
 
 NEW_FIELDS = ("activation_checkpointing", "activation_checkpointing_kwargs",
               "train_sampling_strategy")
+INSTALLED_IS_NEWEST = set(NEW_FIELDS) <= compat.field_names(transformers.TrainingArguments)
 
 
 @dataclasses.dataclass
@@ -82,8 +83,8 @@ def test_newest_names_are_renamed_for_an_older_release():
     assert older["gradient_checkpointing"] is True
     assert older["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
     assert older["group_by_length"] is True
-    # the installed release takes the newest names unchanged
-    assert compat.for_installed(targs) == targs
+    if INSTALLED_IS_NEWEST:  # the installed release takes the newest names unchanged
+        assert compat.for_installed(targs) == targs
     paper = C.trainer_arguments(C.resolve("paper"), "o", bf16=False, use_cpu=True)
     assert compat.for_installed(paper, OlderTrainingArguments)["group_by_length"] is False
 
@@ -111,6 +112,8 @@ def test_checkpointing_methods_of_older_models():
     assert calls == [("on", {"use_reentrant": False}), ("off", None)]
 
 
+@pytest.mark.skipif(not INSTALLED_IS_NEWEST, reason="the installed transformers is itself an "
+                    "older release: every other training test runs against it")
 def test_run_builds_and_trains_against_the_older_api(tiny_llama, short_set, tmp_path, monkeypatch):
     monkeypatch.setattr(compat, "training_arguments_class", lambda: OlderTrainingArguments)
     OlderTrainingArguments.seen.clear()
@@ -147,8 +150,9 @@ def test_fast_preset_run_records_preset_and_checkpointing_reason(tiny_llama, sho
     assert run["preset"] == "fast" and run["config"]["preset"] == "fast"
     ckpt = run["gradient_checkpointing"]
     assert ckpt["setting"] == "auto" and ckpt["on"] is False and "CPU" in ckpt["reason"]
-    assert run["training_args"]["train_sampling_strategy"] == "group_by_length"
-    assert run["training_args"]["activation_checkpointing"] is False
+    expected = compat.for_installed({"train_sampling_strategy": "group_by_length",
+                                     "activation_checkpointing": False})
+    assert expected.items() <= run["training_args"].items()
 
 
 def test_memory_rule():
