@@ -358,8 +358,8 @@ def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
     rows = train_outputs.curve_rows(trainer.state.log_history)
     per_epoch = C.steps_per_epoch(len(train_ds), cfg, ws)
     if main_process:
-        train_outputs.write_curves(out, rows, per_epoch,
-                                   f"{Path(cfg.base).name} LoRA-{cfg.lora.variant} on {Path(cfg.data).name}")
+        title = f"{Path(cfg.base).name} LoRA-{cfg.lora.variant} on {Path(cfg.data).name}"
+        train_outputs.write_curves(out, rows, per_epoch, title)
     if stop.stopped_at is not None and stop.stopped_at < n_total:
         raise TrainingInterrupted(
             f"stopped at step {stop.stopped_at} of {n_total}; checkpoint saved in "
