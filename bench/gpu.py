@@ -444,9 +444,10 @@ def report(figures: dict) -> None:
         f"completions' mean length ({proj['expected_new_tokens_per_abstract']:.0f} tokens), "
         f"{proj['test_generation_hours_at_cap']:.1f} h if every completion ran to "
         f"{STUDY_MAX_NEW_TOKENS} tokens")
-    peak = figures.get("peak_gib")
-    say(f"peak GPU memory: {'n/a (CPU)' if peak is None else f'{peak} GiB'}; "
-        f"whole run {figures['wall_s']:.0f} s")
+    peaks = figures["peak_gib"]
+    say("peak GPU memory: " + ("n/a (CPU)" if all(v is None for v in peaks.values()) else
+                               ", ".join(f"{k} {v} GiB" for k, v in peaks.items()))
+        + f"; whole run {figures['wall_s']:.0f} s")
 
 
 def main() -> int:
@@ -496,19 +497,25 @@ def main() -> int:
         say("\n== 1. perplexity: feyntune eval vs a direct length-sorted forward pass")
         figures["perplexity"] = bench_perplexity(model_dir, records, work, device, dtype, s["ppl_batch"])
         say(f"  {json.dumps(figures['perplexity'])}")
+        peaks = {"perplexity": peak_gib(reset=True)}
 
         say(f"\n== 2. QLoRA steps, batch {s['train_batch']}: paper vs fast")
         figures["training"] = bench_training(model_dir, records, work, s["train_batch"], s["train_steps"])
+        # each configuration's timed steps reset the counter; the phase's peak is their largest
+        peaks["training"] = max((t["peak_gib"] for t in figures["training"].values()
+                                 if t["peak_gib"] is not None), default=None)
+        peak_gib(reset=True)
 
         say(f"\n== 3. generation through lm-eval's hf model ({s['gen_tokens']} new tokens, t 0.8)")
         figures["generation"] = bench_generation(model_dir, records, device, dtype, s["gen_batches"],
                                                  s["gen_tokens"], s["static_batch"])
+        peaks["generation"] = peak_gib()
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_dir)
         figures["projections"] = projections(figures["perplexity"], figures["training"],
                                              figures["generation"], records, tok)
-    figures["peak_gib"] = peak_gib()
+    figures["peak_gib"] = peaks
     figures["wall_s"] = time.perf_counter() - started
     report(figures)
     if opts.json:
