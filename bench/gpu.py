@@ -366,10 +366,12 @@ def bench_generation(model_dir: Path, records: list[dict], device: str, dtype, b
             rows.append({"attn": attn, "cache": "dynamic", **row})
             say(f"  hf {attn:17s} dynamic cache batch {batch:4d}: {row['tokens_per_s']:8,.0f} new tokens/s")
         # the static cache makes transformers compile the decoding step (one compile per shape)
-        row = time_generation(lm, lm.tokenizer, records, static_batch, max_new,
-                              {"cache_implementation": "static"})
-        rows.append({"attn": attn, "cache": "static (compiled on CUDA)", **row})
-        say(f"  hf {attn:17s} static cache  batch {static_batch:4d}: {row['tokens_per_s']:8,.0f} new tokens/s")
+        if static_batch:
+            row = time_generation(lm, lm.tokenizer, records, static_batch, max_new,
+                                  {"cache_implementation": "static"})
+            rows.append({"attn": attn, "cache": "static (compiled on CUDA)", **row})
+            say(f"  hf {attn:17s} static cache  batch {static_batch:4d}: "
+                f"{row['tokens_per_s']:8,.0f} new tokens/s")
         del lm
         free_memory()
     if device == "cuda" and importlib.util.find_spec("vllm"):
@@ -456,6 +458,10 @@ def main() -> int:
     ap.add_argument("--docs", type=int, help="abstracts for perplexity and training batches "
                                              "(default: all of the sample on a GPU)")
     ap.add_argument("--train-steps", type=int, help="timed optimizer steps per configuration")
+    ap.add_argument("--gen-batches", help="generation batch sizes, comma-separated (GPU: 16,64,128)")
+    ap.add_argument("--gen-tokens", type=int, help="new tokens per generation (GPU: 128)")
+    ap.add_argument("--static-batch", type=int,
+                    help="batch size of the static-cache run, 0 to skip it (GPU: 64)")
     ap.add_argument("--sample", type=Path, default=SAMPLE,
                     help=f"arXiv metadata as JSON lines (default {SAMPLE})")
     ap.add_argument("--json", type=Path, help="write every figure to this file")
@@ -477,6 +483,12 @@ def main() -> int:
         s["docs"] = opts.docs
     if opts.train_steps:
         s["train_steps"] = opts.train_steps
+    if opts.gen_batches:
+        s["gen_batches"] = [int(b) for b in opts.gen_batches.split(",")]
+    if opts.gen_tokens:
+        s["gen_tokens"] = opts.gen_tokens
+    if opts.static_batch is not None:
+        s["static_batch"] = opts.static_batch
     device = "cuda" if on_gpu else "cpu"
     dtype = torch.bfloat16 if on_gpu else torch.float32
     spec = LLAMA_31_8B if on_gpu else TINY
