@@ -237,3 +237,21 @@ def test_probe_leaves_the_run_as_it_was(tiny_llama, short_set, monkeypatch):
     monkeypatch.setattr(model, "forward", out_of_memory)
     assert memory.probe_peak(model, batch) == (None, True)
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_checkpointing_flags_override_either_preset(tmp_path):
+    from finetune.train import overrides_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    common = ["--base", "m", "--data", "d", "--lora", "all", "--out", str(tmp_path / "o")]
+    off = overrides_from_args(p.parse_args([*common, "--no-gradient-checkpointing"]))
+    on = overrides_from_args(p.parse_args([*common, "--gradient-checkpointing"]))
+    neither = overrides_from_args(p.parse_args(common))
+    assert C.resolve("paper", None, off).gradient_checkpointing is False
+    assert C.resolve("fast", None, on).gradient_checkpointing is True
+    assert C.resolve("fast", None, neither).gradient_checkpointing == "auto"
+    fast = C.resolve("fast")
+    assert C.trainer_arguments(fast, "o", bf16=True, use_cpu=False)["activation_checkpointing"] is False
+    forced = C.trainer_arguments(fast, "o", bf16=True, use_cpu=False, checkpointing=True)
+    assert forced["activation_checkpointing_kwargs"] == {"use_reentrant": False}
