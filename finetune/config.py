@@ -195,7 +195,7 @@ def validate(cfg: TrainConfig) -> None:
             f"unknown LoRA variant {cfg.lora.variant!r}; known: {', '.join(cfg.lora.targets)}")
     if cfg.quant.method not in ("nf4", "none"):
         raise FeynTuneError(f"unknown quantisation {cfg.quant.method!r}; use nf4 or none")
-    if cfg.gradient_checkpointing not in (True, False, "auto"):
+    if not (isinstance(cfg.gradient_checkpointing, bool) or cfg.gradient_checkpointing == "auto"):
         raise FeynTuneError(f"gradient_checkpointing must be true, false or auto, not "
                             f"{cfg.gradient_checkpointing!r}")
     if cfg.precision not in ("auto", "bf16", "fp32"):

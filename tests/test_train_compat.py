@@ -188,6 +188,8 @@ def test_worst_batch_holds_the_longest_abstracts(smollm2_path, sample_path, tmp_
 def test_unknown_checkpointing_setting_is_rejected():
     with pytest.raises(FeynTuneError, match="true, false or auto"):
         C.resolve("paper", None, {"gradient_checkpointing": "sometimes"})
+    with pytest.raises(FeynTuneError, match="true, false or auto"):
+        C.resolve("paper", None, {"gradient_checkpointing": 1})
 
 
 class _FakeCuda:
