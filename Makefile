@@ -8,7 +8,7 @@ EXTRAS ?= train,providers,dev
 ASSETS ?= smollm2 mpnet minilm llama3-tokenizer
 BIN := $(VENV)/bin
 
-.PHONY: all venv assets browser test test-fast demo bench lint clean-venv
+.PHONY: all venv assets browser test test-fast demo bench bench-gpu lint clean-venv
 all: test
 
 venv: $(VENV)/.installed
@@ -55,6 +55,10 @@ demo: assets
 
 bench: assets
 	for b in bench/*.py; do echo "== $$b"; "$(BIN)/python" "$$b" || exit 1; done
+
+# Llama-3.1-8B (random weights) on one GPU: perplexity, QLoRA steps, generation, projections.
+bench-gpu: assets
+	"$(BIN)/python" bench/gpu.py $(BENCH_GPU_ARGS)
 
 lint: venv
 	"$(BIN)/ruff" check harness finetune providers tasks tests bench

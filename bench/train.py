@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # sample_sets: test and bench set-up
 
 SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
 
@@ -31,7 +32,9 @@ SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
 def epoch_batches(trainer_args_kwargs, train_ds, collator, tokenizer):
     from transformers import Trainer, TrainingArguments
 
-    args = TrainingArguments(**trainer_args_kwargs)
+    from finetune import compat
+
+    args = TrainingArguments(**compat.for_installed(trainer_args_kwargs))
     trainer = Trainer(model=_Dummy(), args=args, train_dataset=train_ds, data_collator=collator,
                       processing_class=tokenizer)
     return list(trainer.get_train_dataloader())
@@ -87,12 +90,12 @@ def main() -> int:
     opts = ap.parse_args()
 
     import torch
+    from sample_sets import write_s1_like
     from transformers import AutoTokenizer, set_seed
 
     from finetune import collate
     from finetune import config as C
     from finetune.train import _hardware, load_model
-    from finetune.train_sample import write_s1_like
     from harness import assets
 
     base = str(assets.path("smollm2"))

@@ -4,7 +4,8 @@ A run is resolved in layers: the preset (`finetune/presets/<name>.yaml`, `paper`
 reference study), then an optional `--config run.yaml` (any subset of the same keys, or the
 `config.yaml` a previous run wrote), then single-value command-line flags. The resolved
 configuration is written to the run folder, and `trainer_arguments` turns it into the
-transformers `TrainingArguments` keywords (transformers 5 names) recorded in `run.json`.
+transformers `TrainingArguments` keywords (in the newest names; finetune/compat.py renames them
+for the installed release) recorded in `run.json`.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ class TrainConfig:
     seed: int
     evaluations: int  # validation passes over the run, the first before the first step
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp32"
-    gradient_checkpointing: bool = True
+    # true / false, or "auto": off when the longest batch fits in device memory without it
+    # (decided at the start of the run, finetune/memory.py); the fast preset uses "auto"
+    gradient_checkpointing: bool | str = True
     attn_implementation: str = "auto"  # "auto": flash_attention_2 when installed on a GPU, else sdpa
     per_device_eval_batch_size: int | None = None  # None: the training batch size
     gradient_accumulation_steps: int = 1
@@ -149,11 +152,22 @@ def load_yaml(path: Path) -> dict:
     return raw
 
 
-def load_preset(name: str) -> dict:
+def _defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
+
+
+def load_preset(name: str, _seen: tuple = ()) -> dict:
+    """A preset's keys; `base_preset: NAME` starts from another preset and lists only changes."""
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise FeynTuneError(f"unknown preset {name!r}; known: {', '.join(preset_names())}")
+    if name in _seen:
+        raise FeynTuneError(f"presets inherit from each other in a loop: {' -> '.join(_seen + (name,))}")
     raw = load_yaml(path)
+    parent = raw.pop("base_preset", None)
+    if parent is not None:
+        raw = _merge({**_defaults(), **load_preset(parent, _seen + (name,))}, raw, f"{name}: ")
     raw["preset"] = name
     return raw
 
@@ -161,11 +175,9 @@ def load_preset(name: str) -> dict:
 def resolve(preset: str = "paper", config_file: Path | None = None,
             overrides: dict | None = None) -> TrainConfig:
     """Preset, then the run file, then flags (nested keys as dicts); validated."""
-    raw = dict(load_preset(preset))
     # every field must exist in the merged dict so that _merge can reject unknown keys
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-                if f.default is not dataclasses.MISSING}
-    raw = {**defaults, **raw}
+    defaults = _defaults()
+    raw = {**defaults, **load_preset(preset)}
     if config_file is not None:
         from_file = load_yaml(config_file)
         if "preset" in from_file and from_file["preset"] != preset:
@@ -183,6 +195,9 @@ def validate(cfg: TrainConfig) -> None:
             f"unknown LoRA variant {cfg.lora.variant!r}; known: {', '.join(cfg.lora.targets)}")
     if cfg.quant.method not in ("nf4", "none"):
         raise FeynTuneError(f"unknown quantisation {cfg.quant.method!r}; use nf4 or none")
+    if not (isinstance(cfg.gradient_checkpointing, bool) or cfg.gradient_checkpointing == "auto"):
+        raise FeynTuneError(f"gradient_checkpointing must be true, false or auto, not "
+                            f"{cfg.gradient_checkpointing!r}")
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise FeynTuneError(f"unknown precision {cfg.precision!r}; use auto, bf16 or fp32")
     checks = [
@@ -220,14 +235,20 @@ def total_steps(n_train: int, cfg: TrainConfig, world_size: int) -> int:
 
 
 def trainer_arguments(cfg: TrainConfig, output_dir: str, *, bf16: bool, use_cpu: bool,
-                      world_size: int = 1, evaluate_first: bool = True) -> dict[str, Any]:
-    """The `transformers.TrainingArguments` keywords (transformers 5 names) for this run.
+                      world_size: int = 1, evaluate_first: bool = True,
+                      checkpointing: bool | None = None) -> dict[str, Any]:
+    """The `transformers.TrainingArguments` keywords (newest transformers names) for this run.
+
+    `checkpointing` is the resolved activation-checkpointing decision (needed when the
+    configuration says "auto"; see finetune/memory.py).
 
     The evaluation at step 0 is the Trainer's `eval_on_start` (off when resuming, where it was
     already made); the later ones and the checkpoints follow `evaluation_steps` through a
     callback, because the Trainer's own schedules cannot place exactly N evaluations.
     """
     o = cfg.optim
+    if checkpointing is None:
+        checkpointing = cfg.gradient_checkpointing is True
     return {
         "output_dir": output_dir,
         "num_train_epochs": cfg.epochs,
@@ -249,8 +270,8 @@ def trainer_arguments(cfg: TrainConfig, output_dir: str, *, bf16: bool, use_cpu:
         "bf16": bf16,
         "use_cpu": use_cpu,
         "seed": cfg.seed,
-        "activation_checkpointing": cfg.gradient_checkpointing,
-        "activation_checkpointing_kwargs": {"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        "activation_checkpointing": checkpointing,
+        "activation_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None,
         # transformers 5: group_by_length became a sampling strategy
         "train_sampling_strategy": "group_by_length" if cfg.data_settings.group_by_length else "random",
         "length_column_name": "length",

@@ -2,8 +2,9 @@
 
 The reference study evaluated merged models. The adapter is merged into the base weights in
 their unquantised form (the NF4 base of training is an approximation of them, as in the
-reference), saved in bf16 by default, and checked: the merged model's logits on a few
-abstracts must equal those of base + adapter (unmerged) in the same dtype.
+reference), in float32, then saved in bf16 by default, and checked: the per-token
+log-likelihoods of a few abstracts under the saved model must match base + adapter
+(unmerged, float32) within what rounding to the saved dtype explains.
 
     feyntune merge --base meta-llama/Llama-3.1-8B --adapter adapters/s1-all --out merged/s1-all
 """
@@ -18,13 +19,23 @@ from harness.errors import FeynTuneError
 
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
           "float32": "float32", "fp32": "float32"}
-# Largest allowed |merged - unmerged| logit difference, relative to the logits' largest
-# magnitude: merging reorders the low-precision sums, nothing more.
-RELATIVE_TOLERANCE = {"bfloat16": 2e-2, "float16": 2e-3, "float32": 1e-4}
+# Texts of the verification, written for it: what the evaluation scores is the log-likelihood
+# of each token of an abstract, so that is what is compared.
 PROBE_TEXTS = (
     "We study the holographic dual of a strongly coupled gauge theory at finite temperature.",
     "Anomalies constrain the low-energy dynamics of supersymmetric theories in four dimensions.",
+    ("The entanglement entropy of a region in the boundary theory is computed by a minimal "
+     "surface in the bulk, and we find its first quantum correction."),
+    ("We construct new black hole solutions of five-dimensional supergravity with scalar hair "
+     "and discuss their thermodynamics and stability."),
 )
+# Rounding the merged weights to the saved dtype moves the log-likelihoods by about as much as
+# rounding the base alone does; a merge is accepted within this multiple of the base's own
+# rounding shift ...
+NOISE_MULTIPLE = 3.0
+# ... plus what float32 itself leaves: W + BA sums in another order than Wx + B(Ax), a few
+# dozen float32 units of relative error over the depth (relative to the log-likelihoods' size).
+FLOAT32_REORDERING = 64 * 2.0 ** -23
 
 
 def _load_base(base: str, dtype):
@@ -37,24 +48,44 @@ def _load_base(base: str, dtype):
         raise FeynTuneError(f"cannot load base model {base!r}: {first}") from None
 
 
-def max_logit_difference(model_a, model_b, tokenizer, texts=PROBE_TEXTS) -> tuple[float, float]:
-    """(max |logits_a - logits_b|, max |logits_a|) over the probe texts."""
+def token_logprobs(model, tokenizer, texts=PROBE_TEXTS):
+    """The log-probability of every next token of every probe text (float32, one tensor)."""
     import torch
 
-    diff, scale = 0.0, 0.0
+    device = next(model.parameters()).device
+    out = []
     for text in texts:
-        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        ids = tokenizer(text, return_tensors="pt")["input_ids"].to(device)
         with torch.no_grad():
-            a = model_a(input_ids=ids).logits.float()
-            b = model_b(input_ids=ids).logits.float()
-        diff = max(diff, float((a - b).abs().max()))
-        scale = max(scale, float(a.abs().max()))
-    return diff, scale
+            logits = model(input_ids=ids).logits.float()
+        logp = torch.log_softmax(logits[0, :-1], dim=-1)
+        out.append(logp.gather(1, ids[0, 1:, None])[:, 0].cpu())
+    return torch.cat(out)
+
+
+def logprob_shift(a, b) -> float:
+    """Mean |difference| of per-token log-likelihoods: the size of the change in what a
+    perplexity evaluation sums (always >= |log ppl_a - log ppl_b|)."""
+    return float((a - b).abs().mean())
+
+
+def tolerance(base_rounding_shift: float, logprob_scale: float) -> float:
+    """The accepted shift: NOISE_MULTIPLE x the shift that rounding the base to the saved
+    dtype causes (measured, so it follows the dtype and the depth), plus float32's reordering
+    error on log-likelihoods of size `logprob_scale` (their mean magnitude)."""
+    return NOISE_MULTIPLE * base_rounding_shift + FLOAT32_REORDERING * max(logprob_scale, 1.0)
 
 
 def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
                   verify: bool = True) -> dict:
-    """Merge, verify and save; returns the verification figures."""
+    """Merge in float32, cast to `dtype`, verify and save; returns the verification figures.
+
+    The merge is done in float32 so that W + BA is rounded once, when cast to the saved
+    dtype. The check compares the per-token log-likelihoods of the probe texts under the
+    saved model with those of base + adapter unmerged in float32 (the exact reference), and
+    accepts the merge when the shift is within a few times the shift that casting the base
+    alone to `dtype` causes: that is the rounding any 16-bit evaluation of this model pays.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -65,7 +96,6 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise FeynTuneError(f"{adapter} holds no PEFT adapter (adapter_config.json is missing)")
-    torch_dtype = getattr(torch, dtype)
     tok_source = adapter if (adapter / "tokenizer_config.json").is_file() else base
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source)
@@ -73,25 +103,37 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FeynTuneError(f"cannot load base model {base!r} (its tokenizer): {first}") from None
 
-    print(f"merging {adapter} into {base} ({dtype})", file=sys.stderr)
-    unmerged = PeftModel.from_pretrained(_load_base(base, torch_dtype), adapter).eval()
-    reference = _load_base(base, torch_dtype).eval() if verify else None
-    if reference is not None:
-        # a second copy keeps the unmerged model intact: merge_and_unload mutates in place
-        reference = PeftModel.from_pretrained(reference, adapter).eval()
-    merged = unmerged.merge_and_unload().eval()
-
+    print(f"merging {adapter} into {base} (in float32, saved as {dtype})", file=sys.stderr)
+    model = _load_base(base, torch.float32).eval()
     report = {"dtype": dtype, "verified": False}
-    if reference is not None:
-        diff, scale = max_logit_difference(merged, reference, tokenizer)
-        limit = RELATIVE_TOLERANCE[dtype] * max(scale, 1.0)
-        report.update(max_abs_logit_difference=diff, logit_scale=scale, tolerance=limit)
-        if not diff <= limit:
+    if verify:
+        base32 = token_logprobs(model, tokenizer)
+        # the rounding shift of the base alone (loaded again: the float32 one is merged below)
+        rounded = _load_base(base, getattr(torch, dtype)).eval()
+        base_shift = logprob_shift(token_logprobs(rounded, tokenizer), base32)
+        del rounded
+    model = PeftModel.from_pretrained(model, adapter).eval()
+    reference = token_logprobs(model, tokenizer) if verify else None
+    merged = model.merge_and_unload().to(getattr(torch, dtype)).eval()
+
+    if verify:
+        got = token_logprobs(merged, tokenizer)
+        shift = logprob_shift(got, reference)
+        limit = tolerance(base_shift, float(reference.abs().mean()))
+        report.update(
+            logprob_shift=shift, tolerance=limit, base_rounding_shift=base_shift,
+            adapter_effect=logprob_shift(reference, base32), probe_tokens=int(got.numel()),
+            perplexity_merged=float(torch.exp(-got.mean())),
+            perplexity_unmerged_float32=float(torch.exp(-reference.mean())))
+        if not shift <= limit:
             raise FeynTuneError(
-                f"merged logits differ from base + adapter by {diff:.4g} (> {limit:.4g}); not saved")
+                f"the merged model's per-token log-likelihoods differ from base + adapter "
+                f"(float32) by {shift:.4g} on average (> {limit:.4g}, derived from the "
+                f"{base_shift:.3g} that rounding the base to {dtype} causes); not saved")
         report["verified"] = True
-        print(f"verified: max |merged - unmerged| logit difference {diff:.3g} "
-              f"(tolerance {limit:.3g})", file=sys.stderr)
+        print(f"verified on {got.numel()} probe tokens: mean |log-likelihood shift| {shift:.3g} "
+              f"(tolerance {limit:.3g}); perplexity merged {report['perplexity_merged']:.4g}, "
+              f"unmerged float32 {report['perplexity_unmerged_float32']:.4g}", file=sys.stderr)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
@@ -114,5 +156,6 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES),
                    help="weights of the merged model (default bfloat16)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the logit check against base + adapter (halves the memory)")
+                   help="skip the log-likelihood check against base + adapter (saves a "
+                        "16-bit copy of the base in memory)")
     p.set_defaults(func=cmd_merge)

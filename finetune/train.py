@@ -2,7 +2,8 @@
 
     feyntune train --base MODEL --data data/s1 --lora all --out adapters/s1-all
 
-The `paper` preset (DESIGN.md section 2) is the default; `--config run.yaml` and single flags
+The `paper` preset (docs/reference.md, "Training") is the default; `--preset fast` learns
+with the same recipe in about half the time on a GPU with memory to spare; `--config run.yaml` and single flags
 override it, and the resolved configuration is written to the run folder (`config.yaml`,
 `run.json`). The same arguments work under a launcher for data-parallel runs:
 
@@ -40,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a curated set folder holding train.jsonl and validation.jsonl")
     p.add_argument("--lora", choices=["qkv", "all"], help="LoRA-QKV (q,k,v) or LoRA-all (every projection)")
     p.add_argument("--out", required=True, help="run folder: adapter, run.json, curves, checkpoints")
-    p.add_argument("--preset", default=None, help="recipe preset (default: paper, the reference study)")
+    p.add_argument("--preset", default=None,
+                   help="recipe preset: paper (default, the reference study) or fast (the same "
+                        "recipe, length-grouped batches, checkpointing only when memory needs it)")
     p.add_argument("--config", type=Path, help="YAML overriding any preset keys (or a previous run's config.yaml)")
     p.add_argument("--quantize", choices=["nf4", "none"], help="base weights in 4-bit NF4 (QLoRA) or unquantised")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides epochs)")
@@ -49,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-processes", type=int, help="data-parallel processes (GPUs, or CPU processes)")
     p.add_argument("--group-by-length", action=argparse.BooleanOptionalAction, default=None,
                    help="batch abstracts of similar length (less padding; off in the paper preset)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="force activation checkpointing on or off (paper: on; fast: decided by "
+                        "device memory)")
     p.add_argument("--seed", type=int, help="random seed (paper: 42)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out (after Ctrl-C or a crash)")
@@ -59,6 +65,7 @@ def overrides_from_args(args) -> dict:
         "base": args.base, "data": args.data, "out": args.out,
         "epochs": args.epochs, "max_steps": args.max_steps, "per_device_batch_size": args.batch_size,
         "num_processes": args.num_processes, "seed": args.seed,
+        "gradient_checkpointing": args.gradient_checkpointing,
         "lora": {"variant": args.lora} if args.lora else None,
         "quant": {"method": args.quantize} if args.quantize else None,
         "data_settings": ({"group_by_length": args.group_by_length}
@@ -208,11 +215,15 @@ def keep_cpu_weights_trainable(model) -> int:
     return changed
 
 
-def load_model(cfg, compute_dtype, attn: str, use_cpu: bool):
+def load_model(cfg, compute_dtype, attn: str, use_cpu: bool, checkpointing: bool | None = None):
+    """The (quantised) base with fresh LoRA matrices; `checkpointing` None follows the
+    configuration (off while "auto" is still to be decided)."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if checkpointing is None:
+        checkpointing = cfg.gradient_checkpointing is True
     quantization = None
     if cfg.quant.method == "nf4":
         quantization = BitsAndBytesConfig(
@@ -234,112 +245,134 @@ def load_model(cfg, compute_dtype, attn: str, use_cpu: bool):
     model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
     if quantization is not None and use_cpu:
         keep_cpu_weights_trainable(model)
-    ckpt_kwargs = {"use_reentrant": False}
     if quantization is not None:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
-            gradient_checkpointing_kwargs=ckpt_kwargs)
-    elif cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
-        model.enable_input_require_grads()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if checkpointing:
+        set_checkpointing(model, True)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       bias=cfg.lora.bias, target_modules=cfg.target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
 
 
+def set_checkpointing(model, on: bool) -> None:
+    """Activation checkpointing on or off, before or after LoRA is added. With frozen inputs
+    the recomputed layers would get no gradient, hence the input hook."""
+    from finetune import compat
+
+    if on:
+        compat.enable_checkpointing(model, {"use_reentrant": False})
+        model.enable_input_require_grads()
+    else:
+        compat.disable_checkpointing(model)
+
+
+def write_config(cfg, out: Path) -> None:
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def tokenize_splits(tokenizer, prepared: Prepared, ds):
+    from finetune import collate
+
+    return tuple(collate.tokenize_dataset(tokenizer, texts, ds.add_bos, ds.add_eos,
+                                          desc=f"tokenising {name}")
+                 for name, texts in (("train", prepared.train_texts),
+                                     ("validation", prepared.validation_texts)))
+
+
+def decide_checkpointing(cfg, model, train_ds, collator):
+    """Resolve `gradient_checkpointing` (measured when "auto") and apply it to the model."""
+    from finetune import memory
+
+    decision = memory.choose(cfg.gradient_checkpointing, model, train_ds,
+                             cfg.per_device_batch_size, collator)
+    if cfg.gradient_checkpointing == "auto" and decision.on:
+        set_checkpointing(model, True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"feyntune train: activation checkpointing {'on' if decision.on else 'off'} "
+              f"({decision.reason})", file=sys.stderr)
+    return decision
+
+
+def train_until_done_or_stopped(trainer, resume_from: str | None):
+    """`trainer.train` with Ctrl-C turned into a clean stop; returns (seconds, stop callback)."""
+    from finetune.train_callbacks import GracefulStop
+
+    stop = next(c for c in trainer.callback_handler.callbacks if isinstance(c, GracefulStop))
+    started = time.time()
+    stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        stop.uninstall()
+    return time.time() - started, stop
+
+
 def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
     """Train one adapter; returns the run folder. Raises TrainingInterrupted after a clean stop."""
-    import yaml
-    from transformers import AutoTokenizer, PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
 
-    from finetune import collate, train_outputs
+    from finetune import collate, compat, train_outputs
     from finetune import config as C
     from finetune.train_callbacks import EvaluationSchedule, GracefulStop, TokenProgress
 
+    # 1. check everything that can be wrong, then record the configuration
     prepared = preflight(cfg, resume)
     out = Path(cfg.out)
     ws = world_size()
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_config(cfg, out)
 
+    # 2. data: pad = EOS as in the reference
     use_cpu, bf16, compute_dtype, attn = _hardware(cfg)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    tokenizer.pad_token = tokenizer.eos_token  # pad = EOS, as in the reference
-    ds = cfg.data_settings
-    train_ds = collate.tokenize_dataset(tokenizer, prepared.train_texts, ds.add_bos, ds.add_eos,
-                                        desc="tokenising train")
-    val_ds = collate.tokenize_dataset(tokenizer, prepared.validation_texts, ds.add_bos, ds.add_eos,
-                                      desc="tokenising validation")
-
+    tokenizer.pad_token = tokenizer.eos_token
+    train_ds, val_ds = tokenize_splits(tokenizer, prepared, cfg.data_settings)
+    collator = collate.PaddingCollator(tokenizer.eos_token_id, cfg.data_settings.pad_to_multiple_of)
     n_total = C.total_steps(len(train_ds), cfg, ws)
-    per_epoch = C.steps_per_epoch(len(train_ds), cfg, ws)
     eval_steps = C.evaluation_steps(n_total, cfg.evaluations)
-    targs = C.trainer_arguments(cfg, str(out / CHECKPOINTS), bf16=bf16, use_cpu=use_cpu,
-                                world_size=ws, evaluate_first=not resume)
-    args = TrainingArguments(**targs)
 
-    set_seed(cfg.seed)  # the LoRA matrices are initialised before the Trainer seeds
+    # 3. model: the LoRA matrices are initialised before the Trainer seeds
+    set_seed(cfg.seed)
     model = load_model(cfg, compute_dtype, attn, use_cpu)
-    stop = GracefulStop()
+    checkpointing = decide_checkpointing(cfg, model, train_ds, collator)
+
+    # 4. trainer, with the arguments named as the installed transformers names them
+    TrainingArguments = compat.training_arguments_class()
+    targs = compat.for_installed(C.trainer_arguments(
+        cfg, str(out / CHECKPOINTS), bf16=bf16, use_cpu=use_cpu, world_size=ws,
+        evaluate_first=not resume, checkpointing=checkpointing.on), TrainingArguments)
+    args = TrainingArguments(**targs)
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-        data_collator=collate.PaddingCollator(tokenizer.eos_token_id, ds.pad_to_multiple_of),
-        processing_class=tokenizer,
-        callbacks=[EvaluationSchedule(eval_steps, n_total), *extra_callbacks, stop, TokenProgress()])
+        data_collator=collator, processing_class=tokenizer,
+        callbacks=[EvaluationSchedule(eval_steps, n_total), *extra_callbacks, GracefulStop(),
+                   TokenProgress()])
     trainer.remove_callback(PrinterCallback)
 
-    started = time.time()
-    stop.install()
-    try:
-        trainer.train(resume_from_checkpoint=prepared.resume_from)
-    finally:
-        stop.uninstall()
-    elapsed = time.time() - started
-
+    # 5. train; curves are written even when stopped early
+    elapsed, stop = train_until_done_or_stopped(trainer, prepared.resume_from)
     rows = train_outputs.curve_rows(trainer.state.log_history)
-    title = f"{Path(cfg.base).name} LoRA-{cfg.lora.variant} on {Path(cfg.data).name}"
+    per_epoch = C.steps_per_epoch(len(train_ds), cfg, ws)
     if main_process:
-        train_outputs.write_curves_csv(out / "curves.csv", rows)
-        train_outputs.plot_curves(out / "curves.png", rows, per_epoch, title)
+        title = f"{Path(cfg.base).name} LoRA-{cfg.lora.variant} on {Path(cfg.data).name}"
+        train_outputs.write_curves(out, rows, per_epoch, title)
     if stop.stopped_at is not None and stop.stopped_at < n_total:
         raise TrainingInterrupted(
             f"stopped at step {stop.stopped_at} of {n_total}; checkpoint saved in "
             f"{out / CHECKPOINTS}; continue with: feyntune train --out {out} --resume")
 
+    # 6. the adapter, its tokenizer and run.json
     trainer.save_model(str(out))  # the PEFT adapter (adapter_config.json + weights)
     if main_process:
         tokenizer.save_pretrained(out)
-        record = {
-            "base_model": cfg.base,
-            "lora_variant": cfg.lora.variant,
-            "target_modules": cfg.target_modules,
-            "data": train_outputs.data_provenance(Path(cfg.data), prepared.files),
-            "examples": {"train": len(train_ds), "validation": len(val_ds)},
-            "train_tokens_per_epoch": int(sum(train_ds["length"])),
-            "packages": train_outputs.package_versions(),
-            "world_size": ws,
-            "device": "cpu" if use_cpu else "cuda",
-            "quantization": cfg.quant.method,
-            "compute_dtype": str(compute_dtype).replace("torch.", ""),
-            "attn_implementation": attn,
-            "total_steps": n_total,
-            "steps_per_epoch": per_epoch,
-            "warmup_steps_resolved": args.get_warmup_steps(n_total),
-            "evaluation_steps": eval_steps,
-            "resumed": resume,
-            "training_args": targs,
-            "config": cfg.to_dict(),
-            "final": {
-                "global_step": trainer.state.global_step,
-                "val_loss_first": next((r["val_loss"] for r in rows if r["val_loss"] is not None), None),
-                "val_loss_last": next((r["val_loss"] for r in reversed(rows) if r["val_loss"] is not None), None),
-                "wall_seconds_this_session": round(elapsed, 1),
-                "input_tokens_seen": trainer.state.num_input_tokens_seen,
-            },
-        }
-        train_outputs.write_run_json(out / "run.json", record)
+        train_outputs.write_run_json(out / "run.json", train_outputs.run_record(
+            cfg, prepared.files, train_ds, val_ds, trainer, args, targs, rows,
+            world_size=ws, use_cpu=use_cpu, compute_dtype=compute_dtype, attn=attn,
+            resumed=resume, elapsed=elapsed, checkpointing=checkpointing.record()))
     return out
 
 

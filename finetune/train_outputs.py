@@ -50,6 +50,47 @@ def _jsonable(value):
     return str(value)
 
 
+def run_record(cfg, files: dict, train_ds, val_ds, trainer, args, targs: dict, rows: list[dict], *,
+               world_size: int, use_cpu: bool, compute_dtype, attn: str, resumed: bool,
+               elapsed: float, checkpointing: dict) -> dict:
+    """Everything needed to tell what a run did and to repeat it: data hashes, versions, the
+    resolved recipe, the Trainer's own arguments and the decisions made at run time."""
+    from finetune import config as C
+
+    n_total = C.total_steps(len(train_ds), cfg, world_size)
+    val = [r["val_loss"] for r in rows if r["val_loss"] is not None]
+    return {
+        "base_model": cfg.base,
+        "preset": cfg.preset,
+        "lora_variant": cfg.lora.variant,
+        "target_modules": cfg.target_modules,
+        "data": data_provenance(Path(cfg.data), files),
+        "examples": {"train": len(train_ds), "validation": len(val_ds)},
+        "train_tokens_per_epoch": int(sum(train_ds["length"])),
+        "packages": package_versions(),
+        "world_size": world_size,
+        "device": "cpu" if use_cpu else "cuda",
+        "quantization": cfg.quant.method,
+        "compute_dtype": str(compute_dtype).replace("torch.", ""),
+        "attn_implementation": attn,
+        "gradient_checkpointing": checkpointing,
+        "total_steps": n_total,
+        "steps_per_epoch": C.steps_per_epoch(len(train_ds), cfg, world_size),
+        "warmup_steps_resolved": args.get_warmup_steps(n_total),
+        "evaluation_steps": C.evaluation_steps(n_total, cfg.evaluations),
+        "resumed": resumed,
+        "training_args": targs,
+        "config": cfg.to_dict(),
+        "final": {
+            "global_step": trainer.state.global_step,
+            "val_loss_first": val[0] if val else None,
+            "val_loss_last": val[-1] if val else None,
+            "wall_seconds_this_session": round(elapsed, 1),
+            "input_tokens_seen": trainer.state.num_input_tokens_seen,
+        },
+    }
+
+
 def write_run_json(path: Path, record: dict) -> None:
     Path(path).write_text(json.dumps(_jsonable(record), indent=2) + "\n")
 
@@ -71,6 +112,11 @@ def curve_rows(log_history: list[dict]) -> list[dict]:
             row["val_loss"] = entry["eval_loss"]
             row["val_perplexity"] = math.exp(entry["eval_loss"])
     return [rows[s] for s in sorted(rows)]
+
+
+def write_curves(out: Path, rows: list[dict], steps_per_epoch: int, title: str) -> None:
+    write_curves_csv(Path(out) / "curves.csv", rows)
+    plot_curves(Path(out) / "curves.png", rows, steps_per_epoch, title)
 
 
 def write_curves_csv(path: Path, rows: list[dict]) -> None:

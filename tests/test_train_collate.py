@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sample_sets import hepth_abstracts
 
 from finetune import collate
-from finetune.train_sample import hepth_abstracts
 from harness.errors import FeynTuneError
 
 

@@ -1,4 +1,4 @@
-"""The paper preset resolves to the reference recipe (DESIGN.md section 2), value by value."""
+"""The paper preset resolves to the reference recipe (docs/reference.md, "Training"), value by value."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from finetune import config as C
+from finetune.compat import for_installed
 from finetune.train import add_arguments, overrides_from_args
 from harness.errors import FeynTuneError
 
@@ -52,7 +53,8 @@ def test_schedule_warms_up_over_ten_percent_then_decays_to_one_percent():
     from transformers import TrainingArguments, get_scheduler
 
     cfg = C.resolve("paper")
-    args = TrainingArguments(**C.trainer_arguments(cfg, "unused", bf16=False, use_cpu=True))
+    args = TrainingArguments(**for_installed(C.trainer_arguments(cfg, "unused", bf16=False,
+                                                                 use_cpu=True)))
     total = 1000
     assert args.get_warmup_steps(total) == 100
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)

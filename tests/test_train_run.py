@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sample_sets import build_tiny_llama, write_short_set
 
 from finetune.train import (
     TrainingInterrupted,
@@ -21,7 +22,6 @@ from finetune.train import (
     resolve_from_args,
     run_training,
 )
-from finetune.train_sample import build_tiny_llama, write_short_set
 from harness.errors import FeynTuneError
 
 REPO = Path(__file__).resolve().parents[1]

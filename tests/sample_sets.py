@@ -1,4 +1,7 @@
-"""Small s1-like training sets cut from the shared arXiv sample, for tests, benches and demos.
+"""Set-up for tests and benchmarks, not a pipeline step: small s1-like training sets cut from
+the shared arXiv sample, and tiny random Llamas with a real tokenizer.
+
+Tests import it by name (pytest puts tests/ on the path); bench scripts add tests/ themselves.
 
 Real curated sets come from `feyntune data build` (finetune/curate.py), which owns the
 reference's split rules; this only needs hep-th abstracts selected and cleaned by the shared
@@ -69,15 +72,16 @@ def write_short_set(sample_path: Path, out_dir: Path, n_train: int = 8, n_valida
     return out_dir
 
 
-def build_tiny_llama(tokenizer_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """A 2-layer random Llama with a real tokenizer (and the Llama projection names) saved as a
-    model folder; its widths are multiples of 64 so NF4 blocks fit."""
+def build_tiny_llama(tokenizer_dir: Path, out_dir: Path, seed: int = 0, layers: int = 2,
+                     hidden: int = 64) -> Path:
+    """A random Llama (2 layers by default) with a real tokenizer and the Llama projection
+    names, saved as a model folder; its widths are multiples of 64 so NF4 blocks fit."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(seed)
