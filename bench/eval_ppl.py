@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -38,30 +37,14 @@ def hepth_records(n: int) -> list[dict]:
 
 
 def floor(model_dir: Path, abstracts: list[str], batch_size: int) -> list[float]:
+    """The direct forward pass of bench/gpu.py, on the CPU in float32."""
     import torch
+    from gpu import direct_perplexity
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    seqs = [[tok.bos_token_id] + tok(a, add_special_tokens=False)["input_ids"] for a in abstracts]
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    ppl = [0.0] * len(seqs)
-    with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = max(len(seqs[i]) for i in idx)
-            ids = torch.full((len(idx), width), tok.eos_token_id)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, :len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, :len(seqs[i])] = 1
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            tok_lp = logp.gather(-1, ids[:, 1:, None])[..., 0] * mask[:, 1:]
-            for row, i in enumerate(idx):
-                n = len(seqs[i]) - 1
-                ppl[i] = math.exp(-tok_lp[row].sum().item() / n)
-    return ppl
+    return direct_perplexity(model, tok, abstracts, batch_size)
 
 
 def through_lm_eval(model_dir: Path, docs: Path, out: Path, batch_size: int) -> list[float]:

@@ -20,11 +20,11 @@ COMMAND_MODULES = [
     "finetune.train",       # train
     "finetune.merge",       # merge
     "harness.evaluate",     # eval
+    "harness.reproduce",    # reproduce
     "harness.leaderboard",  # leaderboard
     "harness.review",       # review build|import
     "harness.judge",        # judge [agreement]
     "harness.demo",         # demo
-    "harness.reproduce",    # reproduce
 ]
 
 

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
 
-PPL_TASK = "hepth_completion_ppl"
-GEN_TASK = "hepth_completion_gen"
 TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
                 "generation": (GEN_TASK,)}
-DEFAULT_RUNS = "results/runs/reproduce"
+DEFAULT_RUNS = f"{RUNS_DIR}/reproduce"
 # Written into each merged folder: it was made by this command and may be removed by it.
 MERGED_MARKER = ".feyntune-reproduce.json"
 

@@ -185,3 +185,19 @@ def paired_change(values: dict, reference: dict) -> PairedChange | None:
     change = bootstrap_mean([values[k] - reference[k] for k in shared])
     reference_mean = float(np.mean([reference[k] for k in shared]))
     return PairedChange(len(shared), reference_mean, change)
+
+
+def interval_alpha(rows) -> float | None:
+    """Krippendorff's alpha at the interval level (the maintained `krippendorff` package) of a
+    raters x items matrix, NaN for 'not rated'; None when it is undefined (no item rated twice,
+    or every value the same)."""
+    import math
+
+    import krippendorff
+
+    data = np.asarray(rows, dtype=float)
+    pairable = np.sum(~np.isnan(data), axis=0) >= 2
+    if pairable.sum() < 1 or np.unique(data[:, pairable][~np.isnan(data[:, pairable])]).size < 2:
+        return None
+    value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
+    return value if math.isfinite(value) else None

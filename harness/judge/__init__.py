@@ -157,13 +157,7 @@ def _agreement(args) -> int:
     data = ratings.load(path)
     if data is None:
         raise FeynTuneError(f"no judge ratings at {path}: run `feyntune judge` first")
-    missing = [f for f in args.files if not Path(f).is_file()]
-    if missing:
-        raise FeynTuneError(f"no such ratings file: {', '.join(missing)}")
-    key = human.load_key(Path(args.key)) if args.key else None
-    imported = human.import_files([Path(f) for f in args.files], key)
-    for error in imported.errors:
-        print(f"feyntune judge agreement: skipped {error}", file=sys.stderr)
+    imported, key = human.read_rating_files(args.files, args.key, "judge agreement")
     if key:  # page exports number the review's documents; the judge knows them by arXiv id
         numbers = {str(d["document"]): d.get("arxiv_id") for d in key.get("documents", [])}
         for rating in imported.ratings:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 
-import krippendorff
-import numpy as np
 from scipy import stats
 
 from harness.judge.ratings import document_scores, item_order
 from harness.review.criteria import OVERALL
 from harness.stats import bootstrap_mean
+from harness.stats import interval_alpha as alpha
 
 MIN_MODELS = 3  # a rank correlation of two models is always +1 or -1
 
@@ -29,15 +28,6 @@ def _mean(values) -> float:
     return math.fsum(values) / len(values)
 
 
-def alpha(rows: list[list[float]]) -> float | None:
-    """Krippendorff's alpha, interval level, raters x items with NaN for 'not rated'; None when
-    it is undefined (fewer than two pairable values, or every value the same)."""
-    data = np.asarray(rows, dtype=float)
-    pairable = (np.sum(~np.isnan(data), axis=0) >= 2)
-    if pairable.sum() < 1 or np.unique(data[:, pairable][~np.isnan(data[:, pairable])]).size < 2:
-        return None
-    value = float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval"))
-    return value if math.isfinite(value) else None
 
 
 def spearman(x: list[float], y: list[float]) -> float | None:

@@ -37,13 +37,7 @@ def _import(args) -> int:
     from harness.errors import FeynTuneError
     from harness.review import agreement, ratings
 
-    missing = [f for f in args.files if not Path(f).is_file()]
-    if missing:
-        raise FeynTuneError(f"no such ratings file: {', '.join(missing)}")
-    key = ratings.load_key(Path(args.key)) if args.key else None
-    result = ratings.import_files([Path(f) for f in args.files], key)
-    for error in result.errors:
-        print(f"feyntune review import: skipped {error}", file=sys.stderr)
+    result, _ = ratings.read_rating_files(args.files, args.key, "review import")
     if not result.ratings:
         raise FeynTuneError(f"no usable rating in {len(args.files)} file(s); "
                             f"{len(result.errors)} problem(s) reported above")

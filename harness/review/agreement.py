@@ -52,8 +52,7 @@ def _interval(values: list[float]) -> dict:
 def krippendorff_interval(ratings: list) -> dict:
     """Krippendorff's alpha (interval) of the overall scores across raters, on the texts
     (document x model) that every rater scored; alpha None with the reason when undefined."""
-    import krippendorff
-    import numpy as np
+    from harness.stats import interval_alpha
 
     scores: dict[tuple, dict[str, float]] = {}
     for rating in ratings:
@@ -67,12 +66,9 @@ def krippendorff_interval(ratings: list) -> dict:
     if len(raters) < 2 or len(items) < 2:
         result["why"] = "needs at least 2 raters who scored at least 2 of the same texts"
         return result
-    matrix = np.array([[scores[item][rater] for item in items] for rater in raters])
-    if np.all(matrix == matrix.flat[0]):
+    result["alpha"] = interval_alpha([[scores[item][rater] for item in items] for rater in raters])
+    if result["alpha"] is None:
         result["why"] = "every rating is the same value"
-        return result
-    result["alpha"] = float(krippendorff.alpha(reliability_data=matrix,
-                                               level_of_measurement="interval"))
     return result
 
 

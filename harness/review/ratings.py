@@ -18,6 +18,7 @@ import csv
 import json
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -247,6 +248,19 @@ def import_files(files: list[Path], key: dict | None) -> ImportResult:
     for path in files:
         importer.read_file(Path(path))
     return importer.result
+
+
+def read_rating_files(files: list[str], key_path: str | None,
+                      command: str) -> tuple[ImportResult, dict | None]:
+    """The ratings of a command's CSV files (and review key), each skipped row reported."""
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise FeynTuneError(f"no such ratings file: {', '.join(missing)}")
+    key = load_key(Path(key_path)) if key_path else None
+    result = import_files([Path(f) for f in files], key)
+    for error in result.errors:
+        print(f"feyntune {command}: skipped {error}", file=sys.stderr)
+    return result, key
 
 
 def summarise(ratings: list[Rating]) -> list[dict]:
