@@ -1,10 +1,12 @@
-"""Reading the project's JSON-lines files (curated splits, document files): one reader, one set of errors."""
+"""Reading the project's JSON-lines files (curated splits, document files) and its own JSON
+files (ratings, review keys): one reader each, one set of errors."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from harness.errors import FeynTuneError
 
@@ -27,3 +29,11 @@ def iter_objects(path: Path) -> Iterator[tuple[int, dict]]:
 
 def read_objects(path: Path) -> list[dict]:
     return [record for _, record in iter_objects(path)]
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The parsed JSON file `path`; a one-line error naming `what` it was meant to be."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FeynTuneError(f"cannot read the {what} {path}: {err}") from None

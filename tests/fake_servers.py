@@ -275,6 +275,22 @@ class FakeGemini(FakeServer):
                           "status": statuses.get(status, "UNKNOWN")}}
 
 
+def cached_prompts(home) -> set[str]:
+    """Prompts whose answers the provider cache under FEYNTUNE_HOME `home` holds, read straight
+    from its SQLite file (independently of providers.cache, and while another process writes)."""
+    import sqlite3
+    from pathlib import Path
+
+    db = Path(home) / "providers" / "cache.sqlite"
+    if not db.exists():
+        return set()
+    try:
+        with sqlite3.connect(db) as conn:
+            return {row[0] for row in conn.execute("SELECT prompt FROM completions")}
+    except sqlite3.OperationalError:  # created but its table not yet
+        return set()
+
+
 SERVERS = {"openai": FakeOpenAI, "anthropic": FakeAnthropic, "gemini": FakeGemini}
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
-from fake_servers import FakeOpenAI
+from fake_servers import FakeOpenAI, cached_prompts
 
 N = 12
 PROMPTS = [f"Abstract number {i} begins with a duality." for i in range(N)]
@@ -30,17 +29,6 @@ RUN = textwrap.dedent("""
 """)
 
 
-def _stored_prompts(home: Path) -> set[str]:
-    db = home / "providers" / "cache.sqlite"
-    if not db.exists():
-        return set()
-    try:
-        with sqlite3.connect(db) as conn:
-            return {row[0] for row in conn.execute("SELECT prompt FROM completions")}
-    except sqlite3.OperationalError:  # created but its table not yet
-        return set()
-
-
 def test_killed_run_resumes_with_exactly_the_missing_requests(tmp_path):
     home = tmp_path / "home"
     env = {**os.environ, "FEYNTUNE_HOME": str(home), "OPENAI_API_KEY": "sk-resume-test-123",
@@ -52,12 +40,12 @@ def test_killed_run_resumes_with_exactly_the_missing_requests(tmp_path):
         args[3] = first.base_url
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
-        while len(_stored_prompts(home)) < 5 and time.monotonic() < deadline:
+        while len(cached_prompts(home)) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)  # let the held requests sit in flight
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        stored = _stored_prompts(home)
+        stored = cached_prompts(home)
         assert len(stored) == 5 and first.answered == 5
         assert len(first.requests) > 5  # some were in flight when it died
 
@@ -68,4 +56,4 @@ def test_killed_run_resumes_with_exactly_the_missing_requests(tmp_path):
         assert json.loads(done.stdout.strip().splitlines()[-1]) == {"sent": N - 5, "cached": 5}
         resent = second.prompts()
     assert sorted(resent) == sorted(set(PROMPTS) - stored)  # exactly the missing ones, once each
-    assert _stored_prompts(home) == set(PROMPTS)
+    assert cached_prompts(home) == set(PROMPTS)

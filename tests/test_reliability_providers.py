@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_servers import FakeOpenAI, Fault
+from fake_servers import FakeOpenAI, Fault, cached_prompts
 
 from harness.errors import FeynTuneError
 from providers import runner
@@ -149,17 +148,6 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def _stored(home: Path) -> set[str]:
-    db = home / "providers" / "cache.sqlite"
-    if not db.exists():
-        return set()
-    try:
-        with sqlite3.connect(db) as conn:
-            return {row[0] for row in conn.execute("SELECT prompt FROM completions")}
-    except sqlite3.OperationalError:
-        return set()
-
-
 def _wait_for(condition, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -179,7 +167,7 @@ def _start(server, tmp_path: Path, n: int):
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, server.base_url, json.dumps(PROMPTS[:n])],
         env=env, stdout=subprocess.DEVNULL, stderr=open(err_path, "w"))  # noqa: SIM115
-    _wait_for(lambda: len(_stored(home)) == 2 and len(server.requests) == min(n, 5))
+    _wait_for(lambda: len(cached_prompts(home)) == 2 and len(server.requests) == min(n, 5))
     return proc, home, err_path
 
 
@@ -205,7 +193,7 @@ def test_first_ctrl_c_stops_sending_and_stores_the_answers_in_flight(tmp_path, n
     assert f"Ctrl-C: no new requests are sent; waiting for the {flying} in flight" in err
     assert f"{2 + flying} of {n} answers are stored" in err
     assert "Traceback" not in err and "Exception ignored" not in err
-    assert _stored(home) == sent and len(sent) == 2 + flying  # every answer received
+    assert cached_prompts(home) == sent and len(sent) == 2 + flying  # every answer received
 
 
 @pytest.mark.timeout(90)
@@ -224,4 +212,4 @@ def test_second_ctrl_c_abandons_the_requests_in_flight_without_a_traceback(tmp_p
     err = err_path.read_text()
     assert "Ctrl-C again: abandoned 3 request(s) in flight" in err
     assert "Traceback" not in err and "Exception ignored" not in err
-    assert len(_stored(home)) == 2
+    assert len(cached_prompts(home)) == 2

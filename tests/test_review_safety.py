@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+from test_review import write_csv
 
 from harness import cli
 from harness.review.build import KEY_FORMAT, build_review
@@ -32,14 +33,6 @@ KEY = {
     ],
 }
 BLANK = [""] * (len(CRITERION_KEYS) - 1)  # only the overall score (the last column) is given
-
-
-def write_csv(path: Path, header, rows) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
 
 
 def page_csv(path: Path, rater: str, overall: dict[tuple[int, str], object]) -> Path:

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.jsonl import read_json
 from harness.review.criteria import CRITERION_KEYS, OVERALL
 from harness.stats import bootstrap_mean
 
@@ -83,10 +84,7 @@ def load(path: Path | None) -> dict | None:
     """The judge-ratings file, or None when there is none."""
     if path is None or not Path(path).is_file():
         return None
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise FeynTuneError(f"cannot read the judge ratings {path}: {err}") from None
+    data = read_json(path, "judge ratings")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FeynTuneError(f"{path} is not a FeynTune judge-ratings file ({FORMAT}); "
                             "write it with `feyntune judge`")

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.jsonl import read_json
 
 FORMAT = "feyntune-human-ratings/1"
 DEFAULT_NAME = "human_ratings.json"
@@ -30,10 +31,7 @@ def load(path: Path | None) -> list[dict]:
 
 def load_file(path: Path) -> dict:
     """The whole ratings file (models, and the rating rows of `review import`), format-checked."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise FeynTuneError(f"cannot read the human ratings {path}: {err}") from None
+    data = read_json(path, "human ratings")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise FeynTuneError(f"{path} is not a FeynTune human-ratings file ({FORMAT}); "
                             "write it with `feyntune review import`")
@@ -55,8 +53,7 @@ def load_extras(path: Path | None) -> dict:
     n, ci_low, ci_high) and "agreement" (Krippendorff's alpha across raters); {} when absent."""
     if path is None or not Path(path).is_file():
         return {}
-    load(path)  # the same checks and messages
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = load_file(path)
     return {key: data[key] for key in EXTRA_KEYS if key in data}
 
 

@@ -15,7 +15,6 @@ earlier scores and nobody else's.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import sys
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.errors import FeynTuneError
+from harness.jsonl import read_json
 from harness.leaderboard import human
 from harness.review.build import KEY_FORMAT
 from harness.review.criteria import (
@@ -65,10 +65,7 @@ class ImportResult:
 
 
 def load_key(path: Path) -> dict:
-    try:
-        key = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise FeynTuneError(f"cannot read the review key {path}: {err}") from None
+    key = read_json(path, "review key")
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
         raise FeynTuneError(f"{path} is not a review key written by `feyntune review build`")
     problem = key_problem(key)
