@@ -78,6 +78,12 @@ def _with_defaults(argv: list[str]) -> list[str]:
 
 def run_lm_eval(argv: list[str]) -> int:
     """Run lm-eval's CLI in this process (so registered models stay visible) with our task."""
+    return lm_eval_run(argv)[0]
+
+
+def lm_eval_run(argv: list[str]):
+    """run_lm_eval's exit code, and the arguments as lm-eval parsed them (None when it stopped
+    before parsing them: --help, a usage error)."""
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
@@ -94,7 +100,7 @@ def run_lm_eval(argv: list[str]) -> int:
         cli = HarnessCLI()
         args = cli.parse_args()
     except SystemExit as stop:
-        return int(stop.code or 0)
+        return int(stop.code or 0), None
     finally:
         sys.argv = saved
     if hasattr(args, "include_path"):
@@ -104,8 +110,8 @@ def run_lm_eval(argv: list[str]) -> int:
     try:
         cli.execute(args)
     except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
+        return int(stop.code or 0), args
+    return 0, args
 
 
 def check_run_arguments(args) -> None:
@@ -194,7 +200,7 @@ def _cmd_eval(args) -> int:
         args.extra = args.extra or ["--help"]
     argv = _with_defaults(args.extra)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
-    code = run_lm_eval(argv)
+    code, parsed = lm_eval_run(argv)
     if code != 0 or argv[0] != "run" or "-h" in argv or "--help" in argv:
         return code
     output = _option(argv, "--output_path") or _option(argv, "-o")
@@ -209,17 +215,17 @@ def _cmd_eval(args) -> int:
         print(format_summary(summary_rows(samples)))
     except FeynTuneError as err:
         raise FeynTuneError(f"the run finished, but its samples could not be summarised: {err}") from err
-    _warn_contamination(argv, samples)
+    _warn_contamination(getattr(parsed, "model_args", None), samples)
     return code
 
 
-def _warn_contamination(argv: list[str], samples: list[tuple[str, Path]]) -> None:
+def _warn_contamination(model_args, samples: list[tuple[str, Path]]) -> None:
     """Say when the documents may predate the evaluated model's training cut-off
     (harness/cutoffs.yaml, read by harness/contamination.py); the run itself stands."""
     from harness import contamination
 
     try:
-        check = contamination.check_samples([path for _, path in samples], _option(argv, "--model_args"))
+        check = contamination.check_samples([path for _, path in samples], model_args)
     except (FeynTuneError, OSError, ValueError) as err:
         print(f"feyntune eval: note: documents not checked against the model's training "
               f"cut-off: {err}", file=sys.stderr)

@@ -21,8 +21,8 @@ from harness.errors import FeynTuneError
 from providers.base import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, GenerationSettings
 from providers.cache import CompletionCache
 from providers.instruction import CURRENT, strip_repeated_prompt
-from providers.registry import create_provider
-from providers.runner import Request, RunLimits, format_summary, run_requests
+from providers.registry import PROVIDER_ARGS, create_provider
+from providers.runner import LIMIT_ARGS, Request, RunLimits, format_summary, run_requests
 
 # lm-eval hands every model these; API models have no use for them.
 _LM_EVAL_EXTRAS = {"batch_size", "max_batch_size", "device"}
@@ -69,41 +69,23 @@ class ProviderLM(LM):
         provider: str | None = None,
         model: str | None = None,
         base_url: str | None = None,
-        num_concurrent: int = 8,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        max_retries: int = 6,
         timeout: float = 120.0,
         api_key_env: str | None = None,
-        max_retry_time: float = 600.0,
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
-        max_wait: float = 120.0,
-        **extra: Any,
+        **extra: Any,  # the limits (providers.runner.LIMIT_ARGS) and lm-eval's own arguments
     ) -> None:
         super().__init__()
-        unknown = set(extra) - _LM_EVAL_EXTRAS
+        unknown = set(extra) - set(LIMIT_ARGS) - _LM_EVAL_EXTRAS
         if unknown:
             raise FeynTuneError(
                 f"unknown model_args for --model provider: {sorted(unknown)} (known: provider, "
-                "model, base_url, num_concurrent, rpm, tpm, max_retries, timeout, api_key_env, "
-                "max_retry_time, backoff_initial, backoff_max, max_wait)"
+                f"model, {', '.join([*PROVIDER_ARGS, *LIMIT_ARGS])})"
             )
         if not provider or not model:
             raise FeynTuneError(
                 "--model provider needs --model_args provider=NAME,model=MODEL "
                 "(e.g. provider=anthropic,model=claude-sonnet-4-5)"
             )
-        self.limits = RunLimits(
-            num_concurrent=int(num_concurrent),
-            rpm=None if rpm in (None, "") else float(rpm),
-            tpm=None if tpm in (None, "") else float(tpm),
-            max_retries=int(max_retries),
-            max_retry_seconds=float(max_retry_time),
-            backoff_initial=float(backoff_initial),
-            backoff_max=float(backoff_max),
-            max_wait=float(max_wait),
-        )
+        self.limits = RunLimits.from_args(extra)
         # Builds the SDK client and reads the key: a missing key fails here, before any request.
         self.provider = create_provider(
             str(provider), str(model), base_url=base_url or None, timeout=float(timeout),

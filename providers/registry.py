@@ -93,6 +93,10 @@ def get_provider_class(name: str) -> type[Provider]:
     return _REGISTERED[key]
 
 
+# The model_args of a provider run that go to the provider's constructor -> type.
+PROVIDER_ARGS = {"base_url": str, "api_key_env": str, "timeout": float}
+
+
 def create_provider(name: str, model: str, **options) -> Provider:
     return get_provider_class(name)(model, **options)
 

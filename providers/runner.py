@@ -82,10 +82,35 @@ class RunLimits:
                 f"max_wait={self.max_wait:g} s: raise rpm or max_wait"
             )
 
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> RunLimits:
+        """The limits a provider run's model_args ask for (LIMIT_ARGS); absent or empty values
+        keep the defaults. ValueError for a value that is not a number."""
+        values = {}
+        for key, (field_name, kind) in LIMIT_ARGS.items():
+            value = args.get(key)
+            if value is not None and value != "":
+                values[field_name] = kind(value)
+        return cls(**values)
+
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Equal jitter: between half and all of the exponential step (never zero)."""
         step = min(self.backoff_max, self.backoff_initial * 2.0 ** attempt)
         return rng.uniform(step / 2.0, step)
+
+
+# The model_args of a provider run (`--model_args` of `--model provider`, the options of
+# `feyntune judge --judge`) that set its limits -> (RunLimits field, type).
+LIMIT_ARGS = {
+    "num_concurrent": ("num_concurrent", int),
+    "rpm": ("rpm", float),
+    "tpm": ("tpm", float),
+    "max_retries": ("max_retries", int),
+    "max_retry_time": ("max_retry_seconds", float),
+    "backoff_initial": ("backoff_initial", float),
+    "backoff_max": ("backoff_max", float),
+    "max_wait": ("max_wait", float),
+}
 
 
 @dataclass
@@ -244,8 +269,11 @@ class _Run:
             with self._lock:
                 self.retries += 1
             what = request.label or "a request"
-            if asked and err.status == 429:  # the whole account is limited, not just this request
-                self.limiter.pause(delay)
+            if err.status == 429 and err.retry_after is not None:
+                # The whole account is limited, not just this request: every worker waits what
+                # the server asked (<= max_wait here), even when our own back-off is longer.
+                self.limiter.pause(err.retry_after)
+            if asked and err.status == 429:
                 if delay >= ANNOUNCE_WAIT_S:
                     self.say(f"rate limited (HTTP 429, Retry-After {err.retry_after:g} s): every "
                              f"request waits {delay:.0f} s; then retry {attempt} of {what}",

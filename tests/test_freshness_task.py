@@ -151,12 +151,12 @@ def test_eval_warns_when_documents_predate_the_cutoff(built, tmp_path, capsys):
     samples.write_text("".join(json.dumps({"doc_id": i, "doc": {"id": r["id"]}}) + "\n"
                                for i, r in enumerate(standard)))
     older = sum(1 for r in standard if not r["id"].startswith("26"))
-    evaluate._warn_contamination(["run", "--model_args", "pretrained=meta-llama/Llama-3.1-8B,dtype=bfloat16"],
+    evaluate._warn_contamination("pretrained=meta-llama/Llama-3.1-8B,dtype=bfloat16",
                                  [("hepth_completion_ppl", samples)])
     err = capsys.readouterr().err
     assert f"feyntune eval: warning: {older} of {len(standard)} documents were first versioned on " \
            "or before 2023-12" in err and "hepth_completion_fresh" in err
-    evaluate._warn_contamination(["run", "--model_args", "pretrained=/tmp/tiny-random"],
+    evaluate._warn_contamination("pretrained=/tmp/tiny-random",
                                  [("hepth_completion_ppl", samples)])
     assert "note: no training cut-off is known for /tmp/tiny-random" in capsys.readouterr().err
     assert set(evaluate.TASK_METRICS) >= set(subtasks.FRESH_PAIRS)

@@ -83,7 +83,7 @@ def _rate(args) -> int:
     out = Path(args.out)
     previous = _previous(out)
     settings = GenerationSettings(temperature=args.temperature,
-                                  max_tokens=args.max_tokens or rate.DEFAULT_MAX_TOKENS)
+                                  max_tokens=args.max_tokens)
     models, messages = items.completions(Path(args.runs), args.models)
     chosen, more = items.plan(models, _n(args.n), args.seed)
     for message in messages + more:
@@ -179,12 +179,16 @@ def register(sub) -> None:
         "review page's rubric (five criteria plus overall, 1-10). Each request shows the "
         "prompt, the true continuation and one completion, never the model's name. "
         "`feyntune judge agreement` compares the ratings with human ones.")
+    from harness.judge import rate, ratings
+    from harness.subtasks import RUNS_DIR
+    from providers.registry import PROVIDER_ARGS
+    from providers.runner import LIMIT_ARGS
+
+    out = f"results/{ratings.DEFAULT_NAME}"
     parser.add_argument("--judge", action="append", metavar="PROVIDER:MODEL[,key=value]",
                         help="judge model, repeatable (several are averaged); options as in "
-                        "--model_args of provider models: base_url, rpm, tpm, num_concurrent, "
-                        "max_retries, timeout, api_key_env")
-    parser.add_argument("--runs", default="results/runs", help="lm-eval runs (default: "
-                        "results/runs)")
+                        f"--model_args of provider models: {', '.join([*PROVIDER_ARGS, *LIMIT_ARGS])}")
+    parser.add_argument("--runs", default=RUNS_DIR, help=f"lm-eval runs (default: {RUNS_DIR})")
     parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                         help="leaderboard labels or run paths (default: every run with "
                         "completions)")
@@ -196,11 +200,10 @@ def register(sub) -> None:
                         help="re-asks after an answer that breaks the rubric (default: 2)")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="judge temperature (default: 0)")
-    parser.add_argument("--max-tokens", type=int, default=None,
+    parser.add_argument("--max-tokens", type=int, default=rate.DEFAULT_MAX_TOKENS,
                         help="answer allowance; raise it for reasoning models "
-                        "(default: 256)")
-    parser.add_argument("--out", default="results/judge_ratings.json",
-                        help="ratings file (default: results/judge_ratings.json)")
+                        f"(default: {rate.DEFAULT_MAX_TOKENS})")
+    parser.add_argument("--out", default=out, help=f"ratings file (default: {out})")
     parser.add_argument("--estimate", action="store_true",
                         help="print the requests, tokens and cost, send nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -215,6 +218,5 @@ def register(sub) -> None:
                        help="raters' CSV files: the review page's export (needs --key) or the "
                        "reference study's layout (paper, model, rater, score, source, category)")
     agree.add_argument("--key", default=None, help="key.json of the review (page exports)")
-    agree.add_argument("--ratings", default="results/judge_ratings.json",
-                       help="judge ratings (default: results/judge_ratings.json)")
+    agree.add_argument("--ratings", default=out, help=f"judge ratings (default: {out})")
     agree.set_defaults(func=_agreement)

@@ -16,18 +16,12 @@ from harness.judge.rubric import CURRENT, correction_text, parse_answer, request
 from providers import pricing
 from providers.base import GenerationSettings, Usage
 from providers.cache import CompletionCache
-from providers.registry import create_provider
-from providers.runner import Request, RunLimits, run_requests
+from providers.registry import PROVIDER_ARGS, create_provider, provider_key
+from providers.runner import LIMIT_ARGS, Request, RunLimits, run_requests
 
 PROVIDER_ERROR = "provider error"
 # Scores are short JSON; reasoning models need more room (--max-tokens).
 DEFAULT_MAX_TOKENS = 256
-_PROVIDER_OPTIONS = {"base_url": str, "api_key_env": str, "timeout": float}
-_LIMIT_OPTIONS = {"num_concurrent": ("num_concurrent", int), "rpm": ("rpm", float),
-                  "tpm": ("tpm", float), "max_retries": ("max_retries", int),
-                  "max_retry_time": ("max_retry_seconds", float),
-                  "backoff_initial": ("backoff_initial", float),
-                  "backoff_max": ("backoff_max", float)}
 
 
 @dataclass(frozen=True)
@@ -53,19 +47,20 @@ def parse_judge(text: str) -> JudgeSpec:
     options, limits = {}, {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
+        if not eq or (key not in PROVIDER_ARGS and key not in LIMIT_ARGS):
+            known = ", ".join([*PROVIDER_ARGS, *LIMIT_ARGS])
+            raise FeynTuneError(f"--judge {text!r}: unknown option {pair!r} (known: {known})")
         try:
-            if key in _PROVIDER_OPTIONS and eq:
-                options[key] = _PROVIDER_OPTIONS[key](value.strip())
-            elif key in _LIMIT_OPTIONS and eq:
-                field_name, kind = _LIMIT_OPTIONS[key]
-                limits[field_name] = kind(value.strip())
+            if key in PROVIDER_ARGS:
+                options[key] = PROVIDER_ARGS[key](value)
             else:
-                known = ", ".join([*_PROVIDER_OPTIONS, *_LIMIT_OPTIONS])
-                raise FeynTuneError(f"--judge {text!r}: unknown option {pair!r} (known: {known})")
+                LIMIT_ARGS[key][1](value)  # the type check, here, to name the option
+                limits[key] = value
         except ValueError:
             raise FeynTuneError(f"--judge {text!r}: {key}={value!r} is not a number") from None
-    return JudgeSpec(provider.strip(), model.strip(), options, RunLimits(**limits))
+    # The registry's spelling: prices, the cache and the judge's name all key on it.
+    return JudgeSpec(provider_key(provider), model.strip(), options, RunLimits.from_args(limits))
 
 
 @dataclass
