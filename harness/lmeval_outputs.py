@@ -333,6 +333,7 @@ def scan(runs_dir: Path) -> RunsScan:
     results_files = [p for p in files
                      if p.name.startswith(RESULTS_PREFIX) and p.name.endswith(".json")]
     claimed: set[Path] = set()
+    unreadable: set[Path] = set()   # results files skipped: their samples say so
     # A full test split is 15,808 samples per subtask and run: show progress on a terminal.
     for path in tqdm(results_files, desc="reading runs", unit="run", disable=None, leave=False):
         name = path.name
@@ -350,6 +351,7 @@ def scan(runs_dir: Path) -> RunsScan:
             )
         except _BAD_CONTENT as err:
             skips.append(Skip(rel, _reason(err)))
+            unreadable.add(path)
             continue
         failed = _provider_run(results["config"]).get("document_errors")
         if isinstance(failed, list) and failed:
@@ -386,8 +388,10 @@ def scan(runs_dir: Path) -> RunsScan:
             task, date_id = _samples_parts(path.name)
             if task not in TASKS:
                 reason = f"samples of another task ({task})"
-            elif path.with_name(f"{RESULTS_PREFIX}{date_id}.json") in claimed:
+            elif path.with_name(f"{RESULTS_PREFIX}{date_id}.json") in unreadable:
                 reason = f"its {RESULTS_PREFIX}{date_id}.json was skipped"
+            elif path.with_name(f"{RESULTS_PREFIX}{date_id}.json") in claimed:
+                reason = f"its {RESULTS_PREFIX}{date_id}.json does not list {task}"
             else:
                 reason = f"no {RESULTS_PREFIX}{date_id}.json beside it"
         else:

@@ -239,7 +239,7 @@ class Options:
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
     from harness.evaluate import run_lm_eval
-    from harness.leaderboard.compare import STUDY_METADATA
+    from harness.leaderboard.identity import STUDY_METADATA
 
     weights = opts.base
     folder = None

@@ -122,7 +122,7 @@ def study_name_of(identity, registry: Registry | None = None) -> str | None:
     """The study model a measured row is, from its identity: the registry's base model alone is
     `Base`; that base with a LoRA variant and a mix is the adapter's name (`s3`, `s3_qkv`);
     a commercial model whose name the study rated (ChatGPT-4) keeps it. Local stand-ins are
-    named by `feyntune reproduce` (harness.reproduce.study_marker), not here."""
+    named by `feyntune reproduce` (harness.leaderboard.identity.study_marker), not here."""
     from harness.leaderboard.identity import short_name
 
     registry = registry or load()

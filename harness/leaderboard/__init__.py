@@ -38,8 +38,6 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     if runs_dir.exists() and not runs_dir.is_dir():
         raise FeynTuneError(f"--runs {runs_dir} is not a folder")
     scan = lmeval_outputs.scan(runs_dir)
-    markers = compare.read_markers(scan.runs, runs_dir)
-    compare.apply_markers(scan.runs, markers)
     reported = table.load_reported(reported_file or table.REPORTED_FILE)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
@@ -53,7 +51,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         scan.runs, reported, rated_by_key,
         human.by_key(judged.get("models", [])) if judged else None)
     labels = table.run_labels(scan.runs)
-    compare.compare_measured(measured_rows, scan.runs, labels, markers, Registry(reported))
+    compare.compare_measured(measured_rows, scan.runs, labels, Registry(reported))
     for row in measured_rows:
         compare.human_columns(row, rated_by_key.get(row["run"]) or rated_by_key.get(row["model"]))
     on_reported = compare.fill_reported_human(reported_rows, rated, extras)

@@ -11,60 +11,15 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 from harness.errors import FeynTuneError
-from harness.leaderboard.identity import ModelIdentity, display_name
 from harness.lmeval_outputs import Run
-from harness.subtasks import GEN_TASK, PPL_TASK
+from harness.subtasks import PPL_TASK
 
-# Key of the block `feyntune reproduce` puts into lm-eval's --metadata (kept by lm-eval in
-# the results file, configs.<task>.metadata): which study model the evaluated weights stand for.
-STUDY_METADATA = "feyntune_study"
 HUMAN_FIELDS = {"human_mean": "mean", "human_n": "n", "human_ci_low": "ci_low",
                 "human_ci_high": "ci_high", "human_raters": "raters",
                 "human_documents": "documents"}
-
-
-def study_marker(results: dict) -> dict | None:
-    """The reproduce block recorded in one lm-eval results file, or None."""
-    configs = results.get("configs") if isinstance(results.get("configs"), dict) else {}
-    for task in (PPL_TASK, GEN_TASK):
-        config = configs.get(task) if isinstance(configs.get(task), dict) else {}
-        metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
-        block = metadata.get(STUDY_METADATA)
-        if isinstance(block, dict) and isinstance(block.get("study"), str):
-            return block
-    return None
-
-
-def read_markers(runs: list[Run], runs_dir: Path) -> dict[str, dict]:
-    """run id -> reproduce block, for the runs that carry one."""
-    markers = {}
-    for run in runs:
-        try:
-            results = json.loads((Path(runs_dir) / f"{run.run_id}.json").read_text("utf-8"))
-        except (OSError, ValueError):
-            continue
-        block = study_marker(results) if isinstance(results, dict) else None
-        if block:
-            markers[run.run_id] = block
-    return markers
-
-
-def apply_markers(runs: list[Run], markers: dict[str, dict]) -> None:
-    """A reproduced model is named by what it stands for (base + adapter as given), not by the
-    temporary merged folder lm-eval loaded."""
-    for run in runs:
-        block = markers.get(run.run_id)
-        if not block:
-            continue
-        run.identity = ModelIdentity(
-            base=display_name(block.get("base")),
-            adapter=display_name(block.get("adapter")) if block.get("adapter") else None,
-            mix=block.get("mix"), lora=block.get("lora"))
 
 
 def per_document_ppl(run: Run) -> dict:
@@ -121,7 +76,7 @@ def against_base(row: dict, run: Run, runs: list[Run], labels: dict[str, str]) -
 
 
 def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, str],
-                     markers: dict[str, dict], registry) -> None:
+                     registry) -> None:
     """Fill the study and comparison columns of the measured rows (in place)."""
     from harness.study import study_name_of
 
@@ -130,8 +85,7 @@ def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, st
         run = by_id.get(row.get("run"))
         if run is None:
             continue
-        block = markers.get(run.run_id)
-        study = block["study"] if block else study_name_of(run.identity, registry)
+        study = run.identity.study or study_name_of(run.identity, registry)
         row["study"] = study
         if study is not None and not run.identity.is_api:
             try:

@@ -26,6 +26,9 @@ _QKV = re.compile(r"qkv", re.IGNORECASE)
 # The published LoRA-all adapters end in "-base" (optionally "_vN"); "lora-all"/"_all" says so too.
 _ALL = re.compile(r"(?:lora[-_]?all|[-_]all(?:$|[-_/])|-L-[\w.-]+-base(?:_v\d+)?$)", re.IGNORECASE)
 # API model classes of lm-eval itself, for runs that did not go through our `provider` model.
+# Key of the block `feyntune reproduce` puts into lm-eval's --metadata (kept by lm-eval in
+# the results file, configs.<task>.metadata): which study model the evaluated weights stand for.
+STUDY_METADATA = "feyntune_study"
 _API_MODEL_CLASSES = {
     "openai-completions", "openai-chat-completions", "local-completions", "local-chat-completions",
     "anthropic-completions", "anthropic-chat", "anthropic-chat-completions", "gemini",
@@ -43,6 +46,7 @@ class ModelIdentity:
     lora: str | None = None       # LoRA-all / LoRA-QKV, when known
     provider: str | None = None   # commercial provider (anthropic, openai, ...)
     model: str | None = None      # the provider's model name
+    study: str | None = None      # the reference study's model it stands for (reproduce marker)
 
     @property
     def is_api(self) -> bool:
@@ -152,9 +156,29 @@ def _manifest_facts(manifest: dict) -> dict:
     return {"base": base, "lora": variant, "mix": mix}
 
 
+def study_marker(results: dict) -> dict | None:
+    """The reproduce block recorded in one lm-eval results file, or None."""
+    configs = results.get("configs") if isinstance(results.get("configs"), dict) else {}
+    for config in configs.values():
+        config = config if isinstance(config, dict) else {}
+        metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
+        block = metadata.get(STUDY_METADATA)
+        if isinstance(block, dict) and isinstance(block.get("study"), str):
+            return block
+    return None
+
+
 def identify(config: dict, general: dict | None = None) -> ModelIdentity:
     """The model of one lm-eval results file (`config` block; `general` = the file's top level)."""
     general = general or {}
+    block = study_marker(general)
+    if block:
+        # A reproduced model is named by what it stands for (base + adapter as given), not by
+        # the temporary merged folder lm-eval loaded.
+        return ModelIdentity(
+            base=display_name(block.get("base")),
+            adapter=display_name(block.get("adapter")) if block.get("adapter") else None,
+            mix=block.get("mix"), lora=block.get("lora"), study=block["study"])
     model_class = str(config.get("model") or general.get("model_source") or "")
     args = parse_model_args(config.get("model_args"))
 
