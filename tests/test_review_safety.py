@@ -211,3 +211,18 @@ def test_an_existing_review_is_kept_and_a_new_one_written_beside_it(hepth_eval_r
 
     assert cli.main([*argv, "--force"]) == 0
     assert json.loads(key.read_text())["review"] == second
+
+
+def test_document_numbers_count_within_their_own_review():
+    """A page numbers its documents 1..N: review A's document 1 and review B's are two papers."""
+    from harness.review import agreement
+    from harness.review.criteria import OVERALL
+    from harness.review.ratings import Rating, summarise
+
+    rows = [Rating(None, "m1", rater, "1", {OVERALL: score}, review=review)
+            for review, rater, score in (("A", "ann", 4), ("A", "bob", 5),
+                                         ("B", "ann", 8), ("B", "bob", 9))]
+    (model,) = summarise(rows)
+    assert model["documents"] == 2 and model["raters"] == 2
+    alpha = agreement.krippendorff_interval(rows)
+    assert alpha["items"] == 2  # neither rater's review-A score is overwritten by review B's

@@ -57,7 +57,7 @@ def krippendorff_interval(ratings: list) -> dict:
     scores: dict[tuple, dict[str, float]] = {}
     for rating in ratings:
         if OVERALL in rating.scores:
-            scores.setdefault((rating.document, rating.run, rating.model), {})[rating.rater] = \
+            scores.setdefault((rating.text, rating.run, rating.model), {})[rating.rater] = \
                 rating.scores[OVERALL]
     raters = sorted({r for by_rater in scores.values() for r in by_rater})
     items = sorted((k for k, by_rater in scores.items() if len(by_rater) == len(raters)),
@@ -97,7 +97,7 @@ def annotate(models: list[dict], ratings: list, registry=None) -> tuple[list[dic
         values = [r.scores[OVERALL] for r in items]
         summaries.append({"category": category, "mean": math.fsum(values) / len(values),
                           "n": len(values), "raters": len({r.rater for r in items}),
-                          "documents": len({r.document for r in items}), **_interval(values)})
+                          "documents": len({r.text for r in items}), **_interval(values)})
     extras = {"agreement": krippendorff_interval(ratings)}
     if summaries:
         extras["categories"] = summaries

@@ -48,6 +48,12 @@ class Rating:
     category: str | None = None  # the reference layout's category column (harness.review.agreement)
 
     @property
+    def text(self) -> tuple[str | None, str]:
+        """The rated document: a page numbers its documents within its own review, so two
+        reviews' document 1 are different papers."""
+        return self.review, self.document
+
+    @property
     def unit(self) -> tuple[str | None, str]:
         """What a later import of the same rater and review replaces."""
         return self.review, self.rater
@@ -279,7 +285,7 @@ def summarise(ratings: list[Rating]) -> list[dict]:
             "mean": math.fsum(overall) / len(overall) if overall else None,
             "n": len(overall),
             "raters": len({r.rater for r in items}),
-            "documents": len({r.document for r in items}),
+            "documents": len({r.text for r in items}),
             "criteria": criteria,
         })
     return models
