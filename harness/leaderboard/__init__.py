@@ -43,8 +43,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
                             "`feyntune review import`)")
     ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
-    rated = human.load(ratings_path)
-    extras = human.load_extras(ratings_path)
+    rated, extras = human.load(ratings_path)
     rated_by_key = human.by_key(rated)
     judged = _judge_ratings(judge_ratings, out_dir)
     measured_rows, reported_rows = table.build_rows(
@@ -52,8 +51,6 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         human.by_key(judged.get("models", [])) if judged else None)
     labels = table.run_labels(scan.runs)
     compare.compare_measured(measured_rows, scan.runs, labels, Registry(reported))
-    for row in measured_rows:
-        compare.human_columns(row, rated_by_key.get(row["run"]) or rated_by_key.get(row["model"]))
     on_reported = compare.fill_reported_human(reported_rows, rated, extras)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]

@@ -14,12 +14,9 @@ from __future__ import annotations
 import math
 
 from harness.errors import FeynTuneError
+from harness.leaderboard import table
 from harness.lmeval_outputs import Run
 from harness.subtasks import PPL_TASK
-
-HUMAN_FIELDS = {"human_mean": "mean", "human_n": "n", "human_ci_low": "ci_low",
-                "human_ci_high": "ci_high", "human_raters": "raters",
-                "human_documents": "documents"}
 
 
 def per_document_ppl(run: Run) -> dict:
@@ -97,15 +94,6 @@ def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, st
         against_base(row, run, runs, labels)
 
 
-def human_columns(row: dict, entry: dict | None) -> None:
-    """Human columns of a row from one imported model (mean, CI, counts)."""
-    if not entry:
-        return
-    for column, key in HUMAN_FIELDS.items():
-        if entry.get(key) is not None:
-            row[column] = entry[key]
-
-
 def fill_reported_human(reported: list[dict], rated: list[dict], extras: dict) -> set[str]:
     """Imported ratings of the study's models onto the reported rows: a row named by a study
     model (Base, s3, s3_qkv, ChatGPT-4) takes that model's ratings, a category row (LoRA-all,
@@ -117,11 +105,11 @@ def fill_reported_human(reported: list[dict], rated: list[dict], extras: dict) -
     for row in reported:
         study = row.get("study")
         if study in by_study:
-            human_columns(row, by_study[study])
+            table.human_columns(row, by_study[study])
             used.add(study)
         elif study is None and row.get("lora") and not row.get("mix") \
                 and row.get("lora") in categories:
-            human_columns(row, categories[row["lora"]])
+            table.human_columns(row, categories[row["lora"]])
     return used
 
 

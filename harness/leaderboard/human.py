@@ -6,7 +6,7 @@
 A model is matched to a leaderboard row by its run id, else by its label; a model of the
 reference study ("study": "s3", "Base", ...) fills that study model's reported row. Each model may
 carry "ci_low"/"ci_high" (bootstrap 95% interval of the mean); the file may carry "categories"
-and "agreement" (see load_extras).
+and "agreement" (see load).
 """
 
 from __future__ import annotations
@@ -22,11 +22,15 @@ DEFAULT_NAME = "human_ratings.json"
 EXTRA_KEYS = ("categories", "agreement")
 
 
-def load(path: Path | None) -> list[dict]:
-    """The rated models of a ratings file; [] when there is no file."""
+def load(path: Path | None) -> tuple[list[dict], dict]:
+    """The rated models of a ratings file, and what it says beyond them: "categories" (per
+    category of model: mean, n, ci_low, ci_high) and "agreement" (Krippendorff's alpha across
+    raters). ([], {}) when there is no file."""
     if path is None or not Path(path).is_file():
-        return []
-    return [m for m in load_file(path).get("models", []) if isinstance(m, dict)]
+        return [], {}
+    data = load_file(path)
+    models = [m for m in data.get("models", []) if isinstance(m, dict)]
+    return models, {key: data[key] for key in EXTRA_KEYS if key in data}
 
 
 def load_file(path: Path) -> dict:
@@ -48,19 +52,10 @@ def by_key(models: list[dict]) -> dict[str, dict]:
     return ratings
 
 
-def load_extras(path: Path | None) -> dict:
-    """What a ratings file says beyond the models: "categories" (per category of model: mean,
-    n, ci_low, ci_high) and "agreement" (Krippendorff's alpha across raters); {} when absent."""
-    if path is None or not Path(path).is_file():
-        return {}
-    data = load_file(path)
-    return {key: data[key] for key in EXTRA_KEYS if key in data}
-
-
 def save(path: Path, models: list[dict], ratings: list[dict] | None = None,
          extras: dict | None = None) -> None:
     """Write the file; `ratings`, the rows behind the models, let later imports add to it;
-    `extras`, the figures across models (see load_extras)."""
+    `extras`, the figures across models (see load)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(models, key=lambda m: (m.get("model") or "", m.get("run") or ""))

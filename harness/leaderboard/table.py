@@ -191,6 +191,20 @@ def _fresh_stats(run: Run, row: dict) -> None:
                     f"{metric}_fresh_gap_ci_high": gap.ci_high})
 
 
+HUMAN_FIELDS = {"human_mean": "mean", "human_n": "n", "human_ci_low": "ci_low",
+                "human_ci_high": "ci_high", "human_raters": "raters",
+                "human_documents": "documents"}
+
+
+def human_columns(row: dict, entry: dict | None) -> None:
+    """Human columns of a row from one imported model (mean, CI, counts)."""
+    if not entry:
+        return
+    for column, key in HUMAN_FIELDS.items():
+        if entry.get(key) is not None:
+            row[column] = entry[key]
+
+
 def measured_row(run: Run, label: str, human: dict | None, judge: dict | None = None) -> dict:
     ident = run.identity
     row = dict.fromkeys(COLUMN_KEYS)
@@ -217,9 +231,7 @@ def measured_row(run: Run, label: str, human: dict | None, judge: dict | None = 
     _ppl_stats(run, row)
     _gen_stats(run, row)
     _fresh_stats(run, row)
-    if human:
-        row["human_mean"] = human.get("mean")
-        row["human_n"] = human.get("n")
+    human_columns(row, human)
     if judge:
         row.update(judge_mean=judge.get("mean"), judge_ci_low=judge.get("ci_low"),
                    judge_ci_high=judge.get("ci_high"), judge_n=judge.get("documents"))
