@@ -139,24 +139,23 @@ def verdict(runs_dir: Path) -> str:
     bootstrap (harness.stats) of the per-abstract differences, not two overlapping intervals.
     """
     from harness import lmeval_outputs
-    from harness.leaderboard.compare import per_document_ppl
+    from harness.leaderboard.compare import change_against_base
     from harness.leaderboard.table import run_labels
-    from harness.stats import paired_change
 
     scanned = lmeval_outputs.scan(runs_dir).runs
     labels = run_labels(scanned)
-    bases = {r.identity.base: r for r in scanned
-             if not r.identity.adapter and per_document_ppl(r)}
     question = ("Does fine-tuning beat the base model on hep-th perplexity (ppl_token, arithmetic "
                 "mean; paired bootstrap of the per-abstract change)?")
     lines = [question]
     for run in sorted(scanned, key=lambda r: labels[r.run_id]):
-        base = bases.get(run.identity.base)
-        if not run.identity.adapter or base is None:
+        try:
+            found = change_against_base(run, scanned)
+        except FeynTuneError as err:
+            lines.append(f"  {labels[run.run_id]}: {err}")
             continue
-        paired = paired_change(per_document_ppl(run), per_document_ppl(base))
-        if paired is None:
+        if found is None:
             continue
+        _, paired = found
         diff = paired.change
         beats = diff.ci_high < 0
         lines.append(

@@ -52,21 +52,33 @@ def _base_run(run: Run, runs: list[Run]) -> Run | None:
                                           r.started.timestamp() if r.started else 0.0, r.run_id))
 
 
-def against_base(row: dict, run: Run, runs: list[Run], labels: dict[str, str]) -> None:
+def change_against_base(run: Run, runs: list[Run]):
+    """(base run, harness.stats.PairedChange) of an adapter run against its base model on the
+    documents both scored; None when it has no measured base. FeynTuneError when a perplexity
+    is not finite (a paired bootstrap of it means nothing)."""
     from harness.stats import paired_change
 
     if not run.identity.adapter:
-        return
+        return None
     base = _base_run(run, runs)
     if base is None:
-        return
+        return None
     mine, theirs = per_document_ppl(run), per_document_ppl(base)
     if not all(math.isfinite(v) for v in list(mine.values()) + list(theirs.values())):
-        run.notes.append("non-finite ppl_token values; no paired change against the base")
-        return
+        raise FeynTuneError("non-finite ppl_token values; no paired change against the base")
     paired = paired_change(mine, theirs)
-    if paired is None:
+    return None if paired is None else (base, paired)
+
+
+def against_base(row: dict, run: Run, runs: list[Run], labels: dict[str, str]) -> None:
+    try:
+        found = change_against_base(run, runs)
+    except FeynTuneError as err:
+        run.notes.append(str(err))
         return
+    if found is None:
+        return
+    base, paired = found
     row.update(ppl_change_vs_base=paired.change.mean, ppl_change_ci_low=paired.change.ci_low,
                ppl_change_ci_high=paired.change.ci_high, ppl_change_documents=paired.n,
                ppl_change_base_run=labels.get(base.run_id, base.run_id))
