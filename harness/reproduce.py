@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.documents import user_path
 from harness.errors import FeynTuneError
 from harness.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
 
@@ -71,13 +72,24 @@ def adapter_source(model, adapters_dir: Path | None, overrides: dict[str, str]) 
                         f"{' or '.join(names)} with adapter_config.json)")
 
 
-def finished_tasks(out: Path) -> set[str]:
-    """Subtasks with a complete results + samples pair in a model's run folder."""
+def finished_tasks(out: Path, marker: dict) -> set[str]:
+    """Subtasks with a complete results + samples pair in a model's run folder, from a run of
+    the same model with the same settings (`marker`): one with another --limit, --dtype,
+    --data or token cap is not this run's result."""
     from harness import lmeval_outputs
+    from harness.leaderboard.identity import study_marker
 
     if not out.is_dir():
         return set()
-    return {task for run in lmeval_outputs.scan(out).runs for task in run.samples}
+    done = set()
+    for run in lmeval_outputs.scan(out).runs:
+        try:
+            recorded = study_marker(json.loads((out / f"{run.run_id}.json").read_text("utf-8")))
+        except (OSError, ValueError):
+            continue
+        if recorded and all(recorded.get(key) == value for key, value in marker.items()):
+            done.update(run.samples)
+    return done
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
@@ -90,18 +102,20 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
-def plan(registry, models: list, base: str, adapters_dir: Path | None, overrides: dict,
-         runs_dir: Path, tasks: tuple[str, ...]) -> list[Planned]:
+def plan(models: list, base: str, adapters_dir: Path | None, overrides: dict,
+         runs_dir: Path, tasks: tuple[str, ...], run_settings: dict) -> list[Planned]:
+    """Each model's run; `run_settings` (dtype, limit, max_new_tokens, data) go into its marker,
+    so that a finished run with other settings is not taken for this one."""
     planned = []
     for model in models:
         weights = base if model.is_base else adapter_source(model, adapters_dir, overrides)
         if "," in weights:
             raise FeynTuneError(f"{weights}: a path with a comma cannot be passed to lm-eval")
         out = runs_dir / model.study
-        done = finished_tasks(out)
         label = "base model" if model.is_base else f"{model.lora} {model.mix}"
         marker = {"study": model.study, "base": base, "adapter": None if model.is_base else weights,
-                  "mix": model.mix, "lora": model.lora}
+                  "mix": model.mix, "lora": model.lora, **run_settings}
+        done = finished_tasks(out, marker)
         planned.append(Planned(model.study, label, weights, model.is_base, out,
                                tuple(t for t in tasks if t not in done), marker))
     return planned
@@ -204,7 +218,11 @@ def merged_model(item: Planned, base: str, work: Path, dtype: str) -> Path:
         if not marker.is_file():
             raise FeynTuneError(f"{folder} exists and was not written by `feyntune reproduce`; "
                                 "move it away or choose another --work")
-        state = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            state = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise FeynTuneError(f"{marker} is damaged ({err}); remove {folder} and run again") \
+                from None
         if state.get("complete") and state.get("dtype") == dtype and state.get("base") == base \
                 and state.get("adapter") == item.weights:
             return folder
@@ -247,10 +265,9 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
         print(f"    merging {item.weights} into {opts.base} ({settings['dtype']})", flush=True)
         folder = merged_model(item, opts.base, opts.work, settings["dtype"])
         weights = str(folder)
-    metadata = {STUDY_METADATA: {**item.marker, "merged": not item.is_base,
-                                 "dtype": settings["dtype"]}}
+    metadata = {STUDY_METADATA: {**item.marker, "merged": not item.is_base}}
     if opts.data:
-        metadata["hepth_data"] = str(Path(opts.data).expanduser().resolve())
+        metadata["hepth_data"] = str(user_path(opts.data))
     if opts.semscore_model:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
@@ -258,7 +275,7 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
     code = run_lm_eval(argv)
     if code != 0:
         raise FeynTuneError(f"lm-eval exited with {code}")
-    missing = set(item.todo) - finished_tasks(item.out)
+    missing = set(item.todo) - finished_tasks(item.out, item.marker)
     if missing:
         raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
     if folder is not None and not opts.keep_merged:
@@ -282,8 +299,11 @@ def reproduce(args) -> int:
         raise FeynTuneError("--limit must be at least 1")
     models = select_models(registry, args.models)
     runs_dir = Path(args.runs)
-    planned = plan(registry, models, base, adapters_dir, parse_overrides(args.adapter), runs_dir,
-                   tasks)
+    data = str(user_path(args.data)) if args.data else None
+    run_settings = {"dtype": settings["dtype"], "limit": args.limit,
+                    "max_new_tokens": max_new_tokens, "data": data}
+    planned = plan(models, base, adapters_dir, parse_overrides(args.adapter), runs_dir, tasks,
+                   run_settings)
     documents = document_count(registry, args.data, args.limit)
     for line in describe(registry, planned, documents, max_new_tokens, settings):
         print(line, flush=True)

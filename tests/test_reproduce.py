@@ -140,6 +140,10 @@ def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, mi
     assert cli.main(argv) == 0
     again = capsys.readouterr().out
     assert again.count("already done, skipped") == 3 and "[1/" not in again
+    # a finished run with other settings is not this one's result
+    more = [*argv[:argv.index("--limit")], "--limit", "2", *argv[argv.index("--limit") + 2:]]
+    assert cli.main([*more, "--dry-run"]) == 0
+    assert "already done, skipped" not in capsys.readouterr().out
 
     out_dir = tmp_path / "board"
     assert cli.main(["leaderboard", "--runs", str(runs), "--out", str(out_dir)]) == 0
