@@ -297,6 +297,7 @@ def bench_training(model_dir: Path, records: list[dict], work: Path, batch_size:
         model = load_model(presets["paper"], compute_dtype, attn, use_cpu, checkpointing=False)
         load_s = time.perf_counter() - t0
         for name, cfg in presets.items():
+            set_checkpointing(model, False)  # the probe measures the peak without it
             decision = memory.choose(cfg.gradient_checkpointing, model, train_ds, batch_size, collator)
             set_checkpointing(model, decision.on)
             batches = epoch_batches(cfg, train_ds, collator, tok, work / f"{variant}-{name}")

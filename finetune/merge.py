@@ -104,14 +104,17 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
         raise FeynTuneError(f"cannot load base model {base!r} (its tokenizer): {first}") from None
 
     print(f"merging {adapter} into {base} (in float32, saved as {dtype})", file=sys.stderr)
-    model = _load_base(base, torch.float32).eval()
     report = {"dtype": dtype, "verified": False}
     if verify:
-        base32 = token_logprobs(model, tokenizer)
-        # the rounding shift of the base alone (loaded again: the float32 one is merged below)
+        # The rounding shift of the base alone. The 16-bit copy is scored and dropped before
+        # the float32 one is loaded, so the two never sit in memory together (48 GB at 8B).
         rounded = _load_base(base, getattr(torch, dtype)).eval()
-        base_shift = logprob_shift(token_logprobs(rounded, tokenizer), base32)
+        base16 = token_logprobs(rounded, tokenizer)
         del rounded
+    model = _load_base(base, torch.float32).eval()
+    if verify:
+        base32 = token_logprobs(model, tokenizer)
+        base_shift = logprob_shift(base16, base32)
     model = PeftModel.from_pretrained(model, adapter).eval()
     reference = token_logprobs(model, tokenizer) if verify else None
     merged = model.merge_and_unload().to(getattr(torch, dtype)).eval()
@@ -156,6 +159,6 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="bfloat16", choices=sorted(DTYPES),
                    help="weights of the merged model (default bfloat16)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the log-likelihood check against base + adapter (saves a "
-                        "16-bit copy of the base in memory)")
+                   help="skip the log-likelihood check against base + adapter (saves "
+                        "loading a 16-bit copy of the base first)")
     p.set_defaults(func=cmd_merge)
