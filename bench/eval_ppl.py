@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
 
+# The same two paths as the GPU benchmark (bench/gpu.py), here on a CPU with SmolLM2.
+from gpu import direct_perplexity, eval_perplexity
+
 
 def hepth_records(n: int) -> list[dict]:
     from harness.abstracts import clean_abstract, is_withdrawn, primary_category
@@ -39,26 +42,11 @@ def hepth_records(n: int) -> list[dict]:
 def floor(model_dir: Path, abstracts: list[str], batch_size: int) -> list[float]:
     """The direct forward pass of bench/gpu.py, on the CPU in float32."""
     import torch
-    from gpu import direct_perplexity
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     return direct_perplexity(model, tok, abstracts, batch_size)
-
-
-def through_lm_eval(model_dir: Path, docs: Path, out: Path, batch_size: int) -> list[float]:
-    from harness.evaluate import run_lm_eval
-
-    code = run_lm_eval(["run", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-                        "--tasks", "hepth_completion_ppl", "--device", "cpu", "--batch_size", str(batch_size),
-                        "--metadata", json.dumps({"hepth_data": str(docs)}),
-                        "--log_samples", "--output_path", str(out)])
-    if code:
-        raise SystemExit(f"lm-eval exited with {code}")
-    (path,) = list(out.rglob("samples_hepth_completion_ppl_*.jsonl"))
-    rows = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["doc_id"])
-    return [r["ppl_token"] for r in rows]
 
 
 def main() -> int:
@@ -89,9 +77,11 @@ def main() -> int:
             t_floor.append(time.perf_counter() - t0)
             logging.disable(logging.INFO)
             t0 = time.perf_counter()
-            got = through_lm_eval(model_dir, docs, Path(tmp) / f"out{k}", args.batch_size)
+            by_id = eval_perplexity(model_dir, docs, Path(tmp) / f"out{k}", "cpu", "float32",
+                                    args.batch_size)
             t_lm.append(time.perf_counter() - t0)
             logging.disable(logging.NOTSET)
+            got = [by_id[r["id"]] for r in records]
     worst = max(abs(g / r - 1) for g, r in zip(got, ref))
     print(f"hepth_completion_ppl: {args.n} real hep-th abstracts, SmolLM2-135M float32 CPU, batch {args.batch_size}")
     print(f"  floor (direct, length-sorted batches): {min(t_floor):.2f} s  (runs: {', '.join(f'{t:.2f}' for t in t_floor)})")
