@@ -28,25 +28,8 @@ sys.path.insert(0, str(REPO / "tests"))  # sample_sets: test and bench set-up
 
 SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
 
-
-def epoch_batches(trainer_args_kwargs, train_ds, collator, tokenizer):
-    from transformers import Trainer, TrainingArguments
-
-    from finetune import compat
-
-    args = TrainingArguments(**compat.for_installed(trainer_args_kwargs))
-    trainer = Trainer(model=_Dummy(), args=args, train_dataset=train_ds, data_collator=collator,
-                      processing_class=tokenizer)
-    return list(trainer.get_train_dataloader())
-
-
-class _Dummy:
-    """The Trainer wants a model to build a dataloader; the samplers never touch it."""
-
-    def __new__(cls):
-        import torch
-
-        return torch.nn.Linear(1, 1)
+# The Trainer's own epoch order, as the GPU benchmark takes it.
+from gpu import epoch_batches
 
 
 def padding_stats(batches):
@@ -108,14 +91,13 @@ def main() -> int:
     tokenizer.pad_token = tokenizer.eos_token
     train_ds = collate.tokenize_dataset(tokenizer, texts)
     collator = collate.PaddingCollator(tokenizer.eos_token_id, cfg.data_settings.pad_to_multiple_of)
-    use_cpu, bf16, compute_dtype, attn = _hardware(cfg)
+    use_cpu, _, compute_dtype, attn = _hardware(cfg)
 
     orders = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, grouped in (("random (reference)", False), ("length-grouped", True)):
             cfg.data_settings.group_by_length = grouped
-            kwargs = C.trainer_arguments(cfg, tmp, bf16=bf16, use_cpu=use_cpu)
-            orders[name] = epoch_batches(kwargs, train_ds, collator, tokenizer)
+            orders[name] = epoch_batches(cfg, train_ds, collator, tokenizer, Path(tmp))
 
     print(f"s1-like train split of the shared sample: {sizes['train']} abstracts, "
           f"{sum(train_ds['length']):,} tokens; batch {opts.batch_size}, "
