@@ -77,7 +77,9 @@ def _done(step: str, marker: Path) -> bool:
 
 
 def _has_run(runs: Path, label: str) -> bool:
-    return any((runs / label).rglob("results_*.json"))
+    from harness.lmeval_outputs import RESULTS_PREFIX
+
+    return any((runs / label).rglob(f"{RESULTS_PREFIX}*.json"))
 
 
 def run_demo(cfg: DemoConfig) -> int:

@@ -25,8 +25,17 @@ from harness.errors import FeynTuneError
 from harness.jsonl import read_objects
 
 ENV_VAR = "FEYNTUNE_HEPTH_DATA"
-HUB_DATASET = "LLMsForHepth/hep-th_primary"
-HUB_SPLIT = "test"
+
+
+def _published_documents() -> tuple[str, str]:
+    """The reference study's test documents, from its registry (harness/study.yaml)."""
+    from harness import study
+
+    documents = study.load().documents
+    return str(documents["hub"]), str(documents["split"])
+
+
+HUB_DATASET, HUB_SPLIT = _published_documents()
 DOC_FIELDS = ("id", "title", "abstract", "prompt", "y_true")
 
 
@@ -75,12 +84,11 @@ def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.Pa
                    environ: dict | None = None) -> Source:
     """Which source the documents come from (no reading yet, except checking paths exist)."""
     environ = os.environ if environ is None else environ
-    base = Path(cwd) if cwd is not None else Path.cwd()
     for value, origin in ((hepth_data, "metadata hepth_data"), (environ.get(ENV_VAR), ENV_VAR)):
         if value is None or str(value).strip() == "":
             continue
         try:
-            return Source("file", str(_file_in(user_path(value, base))), f"{origin}={value}")
+            return Source("file", str(_file_in(user_path(value, cwd))), f"{origin}={value}")
         except FeynTuneError as err:
             raise FeynTuneError(f"hep-th documents from {origin}={value!s}: {err}") from None
     return Source("hub", HUB_DATASET, f"default (neither metadata hepth_data nor {ENV_VAR} set)")

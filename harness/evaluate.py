@@ -161,10 +161,12 @@ def _model_path_problem(value: str, adapter: bool, local_only: bool) -> str | No
 
 def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Path]]:
     """(task, file) of the hepth samples written under output_path at or after `since`."""
+    from harness.lmeval_outputs import SAMPLES_PREFIX
+
     root = Path(output_path)
     found = []
     for task in TASK_METRICS:
-        for path in sorted(root.rglob(f"samples_{task}_*.jsonl")):
+        for path in sorted(root.rglob(f"{SAMPLES_PREFIX}{task}_*.jsonl")):
             if path.stat().st_mtime >= since:
                 found.append((task, path))
     return found

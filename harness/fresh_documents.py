@@ -6,7 +6,6 @@ tasks/hepth_completion/fresh.py.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from harness import documents
 from harness.errors import FeynTuneError
 from harness.freshness import FirstVersion, FreshnessTally, first_version, parse_cut
+from harness.jsonl import read_json
 from harness.subtasks import FRESH_DIR
 
 
@@ -45,10 +45,12 @@ def _build_cut(path: Path) -> tuple[Path, dt.date | None]:
     manifest = path.parent.parent / "manifest.json"
     if path.parent.name != FRESH_DIR or not manifest.is_file():
         return path, None
-    try:
-        after = (json.loads(manifest.read_text()).get("fresh") or {}).get("after")
-    except (OSError, ValueError, AttributeError) as err:
-        raise FeynTuneError(f"cannot read the build manifest {manifest}: {err}") from None
+    data = read_json(manifest, "build manifest")
+    fresh = data.get("fresh") if isinstance(data, dict) else data
+    if fresh is not None and not isinstance(fresh, dict):
+        raise FeynTuneError(f"cannot read the build manifest {manifest}: it is not the manifest "
+                            "of a `feyntune data build`")
+    after = (fresh or {}).get("after")
     return path, (parse_cut(after, f"{manifest} fresh.after") if after else None)
 
 

@@ -42,10 +42,6 @@ class Subtask:
     metrics: tuple[Metric, ...]   # in the order of the YAML's metric_list
     standard: str | None = None   # a fresh subtask: the standard subtask it mirrors
 
-    @property
-    def is_fresh(self) -> bool:
-        return self.standard is not None
-
 
 _GEN_METRICS = (
     Metric("semscore", True),
