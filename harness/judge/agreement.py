@@ -28,10 +28,9 @@ def _mean(values) -> float:
     return math.fsum(values) / len(values)
 
 
-
-
-def spearman(x: list[float], y: list[float]) -> float | None:
-    if len(x) < MIN_MODELS or len(set(x)) < 2 or len(set(y)) < 2:
+def spearman(x: list[float], y: list[float], minimum: int = MIN_MODELS) -> float | None:
+    """Spearman's rho of paired values; None below `minimum` pairs or with a constant side."""
+    if len(x) < minimum or len(set(x)) < 2 or len(set(y)) < 2:
         return None
     return float(stats.spearmanr(x, y).statistic)
 
@@ -112,8 +111,7 @@ def between_judges(judge_documents: list[dict]) -> dict | None:
             both = [i for i in items if first in scores[i] and second in scores[i]]
             x = [scores[i][first] for i in both]
             y = [scores[i][second] for i in both]
-            rho = (float(stats.spearmanr(x, y).statistic)
-                   if len(both) >= 2 and len(set(x)) > 1 and len(set(y)) > 1 else None)
+            rho = spearman(x, y, minimum=2)
             pairs.append({"judges": [first, second], "items": len(both), "spearman": rho})
     return {"judges": judges, "items": len(items), "score": OVERALL,
             "alpha": alpha([[scores[i].get(j, math.nan) for i in items] for j in judges]),
