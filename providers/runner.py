@@ -441,8 +441,8 @@ def run_requests(
         raise failure
     if interrupted:
         answered = sum(o is not None and o.completion is not None for o in outcomes)
-        notify(f"{provider.name}: stopped by Ctrl-C; {answered} of {len(requests)} answers are "
-               f"stored in {cache.path}; running again sends only the missing requests")
+        notify(f"{provider.name}: stopped by Ctrl-C; "
+               f"{_stored_note(cache, f'{answered} of {len(requests)} answers are')}")
         raise KeyboardInterrupt
 
     report.retries = run.retries
@@ -452,10 +452,7 @@ def run_requests(
         if o.completion is not None:
             report.usage_all.add(o.completion)
     answered = sum(o.completion is not None for o in report.outcomes)
-    where = (
-        f"{answered} of {len(requests)} answers are stored in {cache.path}; "
-        "running again sends only the missing requests"
-    )
+    where = _stored_note(cache, f"{answered} of {len(requests)} answers are")
     if run.fatal:
         raise FeynTuneError(f"{provider.name} run stopped: {run.fatal}. {where}")
     failed = [(requests[i].label or f"request {i}", o.error)
@@ -476,8 +473,13 @@ def _first_interrupt(run: _Run, workers: _Workers) -> None:
 
 
 def _abandon(run: _Run, workers: _Workers, cache: CompletionCache) -> None:
-    run.say(f"Ctrl-C again: abandoned {workers.flying()} request(s) in flight; the answers received so "
-            f"far are stored in {cache.path}; running again sends only the missing requests")
+    run.say(f"Ctrl-C again: abandoned {workers.flying()} request(s) in flight; "
+            f"{_stored_note(cache, 'the answers received so far are')}")
+
+
+def _stored_note(cache: CompletionCache, what: str) -> str:
+    """Where the paid-for answers are, and that a re-run sends only the rest."""
+    return f"{what} stored in {cache.path}; running again sends only the missing requests"
 
 
 def format_summary(summary: dict[str, Any], title: str) -> str:
