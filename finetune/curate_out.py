@@ -44,8 +44,12 @@ def read_manifest(out: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise FeynTuneError(f"cannot read {path}: {err}") from None
+    try:
+        manifest = json.loads(text)
+    except ValueError:  # not JSON (or not UTF-8): not one of ours
         manifest = None
     if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
         return manifest
