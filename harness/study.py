@@ -61,6 +61,15 @@ class Registry:
         names = ", ".join(m.study for m in self.models)
         raise FeynTuneError(f"no study model {study!r}; the study's models are {names}")
 
+    def name_of(self, text: str, commercial_only: bool = False) -> str | None:
+        """The registry's spelling of a study model name (`s3`, `Base`, `ChatGPT-4`) given in
+        any case, or None; `commercial_only`: only the commercial models the study rated."""
+        names = list(self.human.get("commercial") or {})
+        if not commercial_only:
+            names = [m.study for m in self.models] + names
+        wanted = str(text).strip().lower()
+        return next((name for name in names if name.lower() == wanted), None)
+
     def adapter_for(self, mix: str | None, lora: str | None) -> StudyModel | None:
         for model in self.adapters:
             if (model.mix, model.lora) == (mix, lora):
@@ -127,11 +136,7 @@ def study_name_of(identity, registry: Registry | None = None) -> str | None:
 
     registry = registry or load()
     if identity.is_api:
-        wanted = (identity.model or "").lower()
-        for name in registry.human.get("commercial") or {}:
-            if name.lower() == wanted:
-                return name
-        return None
+        return registry.name_of(identity.model or "", commercial_only=True)
     if not identity.base or short_name(identity.base) != short_name(registry.base.hub):
         return None
     if not identity.adapter:

@@ -32,7 +32,6 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
     from harness import lmeval_outputs
     from harness.leaderboard import compare, figures, human, page, render, table
-    from harness.study import Registry
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
@@ -50,7 +49,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
         scan.runs, reported, rated_by_key,
         human.by_key(judged.get("models", [])) if judged else None)
     labels = table.run_labels(scan.runs)
-    compare.compare_measured(measured_rows, scan.runs, labels, Registry(reported))
+    compare.compare_measured(measured_rows, scan.runs, labels, reported)
     on_reported = compare.fill_reported_human(reported_rows, rated, extras)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
              for note in run.notes]
@@ -59,7 +58,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
                                 scan.runs, labels)
     notes += _judge_notes(judged, {run.run_id for run in scan.runs} | set(labels.values()))
     skips = [(skip.path, skip.reason) for skip in scan.skips]
-    source = str(reported.get("source", "reference study"))
+    source = reported.source
 
     pngs = {
         "perplexity.png": figures.perplexity_png(measured_rows, reported_rows),

@@ -256,16 +256,15 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
     return {rid: (f"{lab} [{rid}]" if seen[lab] > 1 else lab) for rid, lab in labels.items()}
 
 
-def load_reported(path: Path = REPORTED_FILE) -> dict:
-    """The study registry as a mapping (harness.study reads and checks it)."""
+def load_reported(path: Path = REPORTED_FILE) -> Registry:
+    """The study registry (harness.study reads and checks it)."""
     from harness import study
 
-    return study.load(path).data
+    return study.load(path)
 
 
-def reported_rows(reported: dict) -> list[dict]:
+def reported_rows(registry: Registry) -> list[dict]:
     """The reference study's published figures, one row per model it named."""
-    registry = Registry(reported)
     base = registry.base
     short = base.hub.rsplit("/", 1)[-1]
     human = registry.human
@@ -303,7 +302,7 @@ def sort_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=key)
 
 
-def build_rows(runs: list[Run], reported: dict, human: dict,
+def build_rows(runs: list[Run], reported: Registry, human: dict,
                judge: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(measured rows, reported rows), each sorted; `human` and `judge` map run id or label to
     ratings."""

@@ -18,21 +18,13 @@ from harness.leaderboard.identity import lora_variant
 from harness.review.criteria import OVERALL
 
 
-def study_name(model: str, registry) -> str | None:
-    """The registry's spelling of a study model name given in a ratings file, or None."""
-    names = [m.study for m in registry.models] + list(registry.human.get("commercial") or {})
-    wanted = model.strip().lower()
-    return next((name for name in names if name.lower() == wanted), None)
-
-
 def category_of(model: str, category: str | None, registry) -> str | None:
     """A rating's category of model: the registry's for a study model (Base, LoRA-all,
     LoRA-QKV), else the ratings file's category column, named as the registry names it."""
-    name = study_name(model, registry)
-    if name is not None:
-        found = next((m for m in registry.models if m.study == name), None)
-        if found is not None:
-            return registry.base.study if found.is_base else found.lora
+    name = registry.name_of(model)
+    if name is not None and registry.name_of(name, commercial_only=True) is None:
+        found = registry.model(name)
+        return registry.base.study if found.is_base else found.lora
     if not category:
         return None
     if category.strip().lower() == registry.base.study.lower():
@@ -91,7 +83,7 @@ def annotate(models: list[dict], ratings: list, registry=None) -> tuple[list[dic
     for model in models:
         model.update(_interval(overall.get((model.get("run"), model.get("model")), [])))
         if model.get("run") is None:
-            model["study"] = study_name(str(model.get("model")), registry)
+            model["study"] = registry.name_of(str(model.get("model")))
     summaries = []
     for category, items in sorted(categories.items()):
         values = [r.scores[OVERALL] for r in items]
