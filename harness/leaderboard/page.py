@@ -36,16 +36,12 @@ def _sort_value(value) -> str:
     return str(value)
 
 
-def _is_numeric(column) -> bool:
-    return column.digits is not None or column.key in {"documents", "human_n", "max_tokens",
-                                                       "limit", "human_raters", "human_documents",
-                                                       "ppl_change_documents", "judge_n"}
 
 
 def _header() -> str:
     cells = []
     for column in COLUMNS:
-        kind = "num" if _is_numeric(column) else "text"
+        kind = "num" if column.numeric else "text"
         title = f' title="{_esc(column.note)}"' if column.note else ""
         cells.append(f'<th scope="col" tabindex="0" data-key="{column.key}" '
                      f'data-type="{kind}"{title}>{_esc(column.title)}</th>')
@@ -60,7 +56,7 @@ def _rows(rows: list[dict]) -> str:
             value = row.get(column.key)
             shown = display(column, value)
             classes = []
-            if _is_numeric(column):
+            if column.numeric:
                 classes.append("num")
             if shown == MISSING_TEXT:
                 classes.append("na")

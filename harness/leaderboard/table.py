@@ -30,6 +30,11 @@ class Column:
     digits: int | None = None   # decimals shown in md/html; None: text or integer
     percent: bool = False
     note: str = ""              # what the column holds (html tooltip, md legend)
+    count: bool = False         # a whole number: sorts as a number though it has no decimals
+
+    @property
+    def numeric(self) -> bool:
+        return self.digits is not None or self.count
 
 
 # Every column of leaderboard.csv and index.html, in order.
@@ -42,7 +47,7 @@ COLUMNS = [
     Column("lora", "LoRA"),
     Column("study", "Study model", note="the reference study's name of the model (s3, s3_qkv, Base)"),
     Column("provider", "Provider"),
-    Column("documents", "Docs", note="documents evaluated"),
+    Column("documents", "Docs", note="documents evaluated", count=True),
     Column("ppl_token_mean", "PPL", 2,
            note="token perplexity: arithmetic mean over abstracts of exp(mean token loss)"),
     Column("ppl_token_boot_std", "PPL sd", 3, note="bootstrap standard deviation of the mean"),
@@ -63,7 +68,7 @@ COLUMNS = [
            note="paired bootstrap 95% percentile interval of the change"),
     Column("ppl_change_ci_high", "Change 95% high", 2,
            note="paired bootstrap 95% percentile interval of the change"),
-    Column("ppl_change_documents", "Change docs", note="documents both runs scored"),
+    Column("ppl_change_documents", "Change docs", note="documents both runs scored", count=True),
     Column("ppl_change_base_run", "Base run", note="the base model's run compared with"),
     Column("semscore_mean", "SemScore", 3,
            note="cosine similarity of completion and true continuation (all-mpnet-base-v2)"),
@@ -95,20 +100,20 @@ COLUMNS = [
     Column("semscore_fresh_gap_ci_low", "SemScore gap 95% low", 3),
     Column("semscore_fresh_gap_ci_high", "SemScore gap 95% high", 3),
     Column("human_mean", "Human", 2, note="human rating, 1-10"),
-    Column("human_n", "Ratings"),
+    Column("human_n", "Ratings", count=True),
     Column("human_ci_low", "Human 95% low", 2, note="bootstrap 95% percentile interval of the mean"),
     Column("human_ci_high", "Human 95% high", 2, note="bootstrap 95% percentile interval of the mean"),
-    Column("human_raters", "Raters"),
-    Column("human_documents", "Rated docs"),
+    Column("human_raters", "Raters", count=True),
+    Column("human_documents", "Rated docs", count=True),
     # feyntune judge: an LLM's overall rating on the human rubric.
     Column("judge_mean", "Judge", 2, note="LLM judge's overall rating, 1-10, mean over documents"),
     Column("judge_ci_low", "Judge 95% low", 2, note="bootstrap 95% percentile interval"),
     Column("judge_ci_high", "Judge 95% high", 2, note="bootstrap 95% percentile interval"),
-    Column("judge_n", "Judged docs", note="documents the judge rated"),
+    Column("judge_n", "Judged docs", note="documents the judge rated", count=True),
     Column("date", "Date (UTC)"),
     Column("temperature", "Temp", 2),
-    Column("max_tokens", "Max tokens"),
-    Column("limit", "Limit"),
+    Column("max_tokens", "Max tokens", count=True),
+    Column("limit", "Limit", count=True),
     Column("run", "Run"),
 ]
 COLUMN_KEYS = [c.key for c in COLUMNS]
