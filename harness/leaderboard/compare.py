@@ -16,6 +16,7 @@ import math
 from harness.errors import FeynTuneError
 from harness.leaderboard import table
 from harness.lmeval_outputs import Run
+from harness.review.agreement import interval_text
 from harness.subtasks import PPL_TASK
 
 
@@ -134,8 +135,7 @@ def agreement_notes(extras: dict) -> list[str]:
                      "texts every rater scored")
     for category in extras.get("categories") or []:
         if isinstance(category, dict) and category.get("mean") is not None:
-            low, high = category.get("ci_low"), category.get("ci_high")
-            interval = f" [95% CI {low:.2f}, {high:.2f}]" if _finite(low) and _finite(high) else ""
             notes.append(f"human ratings, category {category.get('category')}: "
-                         f"{category['mean']:.2f}{interval} (n={category.get('n')})")
+                         f"{category['mean']:.2f}{interval_text(category)} "
+                         f"(n={category.get('n')})")
     return notes

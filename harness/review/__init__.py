@@ -54,10 +54,10 @@ def _import(args) -> int:
         print(f"  replaced: rater {rater!r} of {where} (their earlier rows, by this import)")
     for model in sorted(models, key=lambda m: m["model"]):
         mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
-        print(f"  {model['model']}: overall {mean}{_interval(model)} (n={model['n']}, "
+        print(f"  {model['model']}: overall {mean}{agreement.interval_text(model)} (n={model['n']}, "
               f"raters={model['raters']})")
     for category in extras.get("categories", []):
-        print(f"  category {category['category']}: {category['mean']:.2f}{_interval(category)} "
+        print(f"  category {category['category']}: {category['mean']:.2f}{agreement.interval_text(category)} "
               f"(n={category['n']})")
     alpha = extras["agreement"]
     print(f"  agreement: Krippendorff's alpha (interval) "
@@ -65,12 +65,6 @@ def _import(args) -> int:
           f"{alpha['raters']} rater(s) on {alpha['items']} text(s) every rater scored"
           + (f" ({alpha['why']})" if alpha.get("why") else ""))
     return 0
-
-
-def _interval(entry: dict) -> str:
-    if entry.get("ci_low") is None or entry.get("ci_high") is None:
-        return ""
-    return f" [95% CI {entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
 
 
 def register(sub) -> None:

@@ -32,6 +32,14 @@ def category_of(model: str, category: str | None, registry) -> str | None:
     return lora_variant(category) or category.strip()
 
 
+def interval_text(entry: dict) -> str:
+    """' [95% CI low, high]' of a summarised model or category; '' without an interval."""
+    low, high = entry.get("ci_low"), entry.get("ci_high")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        return ""
+    return f" [95% CI {low:.2f}, {high:.2f}]"
+
+
 def _interval(values: list[float]) -> dict:
     from harness.stats import bootstrap_mean
 
