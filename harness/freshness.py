@@ -155,12 +155,9 @@ def parse_cut(text: Any, what: str = "--fresh-after") -> dt.date:
     if isinstance(text, dt.date):
         return text
     value = str(text).strip() if text is not None else ""
-    day = _DAY.match(value)
-    if day:
-        try:
-            return dt.date(*(int(part) for part in day.groups()))
-        except ValueError:
-            pass
+    day = parse_day(value)
+    if day is not None:
+        return day
     month = _MONTH.match(value)
     if month:
         year, mon = int(month.group(1)), int(month.group(2))
