@@ -296,18 +296,16 @@ def decide_checkpointing(cfg, model, train_ds, collator):
     return decision
 
 
-def train_until_done_or_stopped(trainer, resume_from: str | None):
-    """`trainer.train` with Ctrl-C turned into a clean stop; returns (seconds, stop callback)."""
-    from finetune.train_callbacks import GracefulStop
-
-    stop = next(c for c in trainer.callback_handler.callbacks if isinstance(c, GracefulStop))
+def train_until_done_or_stopped(trainer, stop, resume_from: str | None) -> float:
+    """`trainer.train` with Ctrl-C turned into a clean stop by `stop` (the trainer's
+    GracefulStop callback); returns the seconds it took."""
     started = time.time()
     stop.install()
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     finally:
         stop.uninstall()
-    return time.time() - started, stop
+    return time.time() - started
 
 
 def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
@@ -345,16 +343,16 @@ def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
     targs = compat.for_installed(C.trainer_arguments(
         cfg, str(out / CHECKPOINTS), bf16=bf16, use_cpu=use_cpu, world_size=ws,
         evaluate_first=not resume, checkpointing=checkpointing.on), TrainingArguments)
-    args = TrainingArguments(**targs)
+    stop = GracefulStop()
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        model=model, args=TrainingArguments(**targs), train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=collator, processing_class=tokenizer,
-        callbacks=[EvaluationSchedule(eval_steps, n_total), *extra_callbacks, GracefulStop(),
+        callbacks=[EvaluationSchedule(eval_steps, n_total), *extra_callbacks, stop,
                    TokenProgress()])
     trainer.remove_callback(PrinterCallback)
 
     # 5. train; curves are written even when stopped early
-    elapsed, stop = train_until_done_or_stopped(trainer, prepared.resume_from)
+    elapsed = train_until_done_or_stopped(trainer, stop, prepared.resume_from)
     rows = train_outputs.curve_rows(trainer.state.log_history)
     per_epoch = C.steps_per_epoch(len(train_ds), cfg, ws)
     if main_process:
@@ -370,7 +368,9 @@ def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
     if main_process:
         tokenizer.save_pretrained(out)
         train_outputs.write_run_json(out / "run.json", train_outputs.run_record(
-            cfg, prepared.files, train_ds, val_ds, trainer, args, targs, rows,
+            cfg, prepared.files, train_ds, val_ds, trainer, targs, rows,
+            steps={"total_steps": n_total, "steps_per_epoch": per_epoch,
+                   "evaluation_steps": eval_steps},
             world_size=ws, use_cpu=use_cpu, compute_dtype=compute_dtype, attn=attn,
             resumed=resume, elapsed=elapsed, checkpointing=checkpointing.record()))
     return out

@@ -50,14 +50,12 @@ def _jsonable(value):
     return str(value)
 
 
-def run_record(cfg, files: dict, train_ds, val_ds, trainer, args, targs: dict, rows: list[dict], *,
-               world_size: int, use_cpu: bool, compute_dtype, attn: str, resumed: bool,
-               elapsed: float, checkpointing: dict) -> dict:
+def run_record(cfg, files: dict, train_ds, val_ds, trainer, targs: dict, rows: list[dict], *,
+               steps: dict, world_size: int, use_cpu: bool, compute_dtype, attn: str,
+               resumed: bool, elapsed: float, checkpointing: dict) -> dict:
     """Everything needed to tell what a run did and to repeat it: data hashes, versions, the
-    resolved recipe, the Trainer's own arguments and the decisions made at run time."""
-    from finetune import config as C
-
-    n_total = C.total_steps(len(train_ds), cfg, world_size)
+    resolved recipe, the Trainer's own arguments and the decisions made at run time. `steps`:
+    total_steps, steps_per_epoch and evaluation_steps as the run computed them."""
     val = [r["val_loss"] for r in rows if r["val_loss"] is not None]
     return {
         "base_model": cfg.base,
@@ -74,10 +72,10 @@ def run_record(cfg, files: dict, train_ds, val_ds, trainer, args, targs: dict, r
         "compute_dtype": str(compute_dtype).replace("torch.", ""),
         "attn_implementation": attn,
         "gradient_checkpointing": checkpointing,
-        "total_steps": n_total,
-        "steps_per_epoch": C.steps_per_epoch(len(train_ds), cfg, world_size),
-        "warmup_steps_resolved": args.get_warmup_steps(n_total),
-        "evaluation_steps": C.evaluation_steps(n_total, cfg.evaluations),
+        "total_steps": steps["total_steps"],
+        "steps_per_epoch": steps["steps_per_epoch"],
+        "warmup_steps_resolved": trainer.args.get_warmup_steps(steps["total_steps"]),
+        "evaluation_steps": steps["evaluation_steps"],
         "resumed": resumed,
         "training_args": targs,
         "config": cfg.to_dict(),
