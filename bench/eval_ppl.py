@@ -25,7 +25,7 @@ from gpu import direct_perplexity, eval_perplexity
 
 
 def hepth_records(n: int) -> list[dict]:
-    from harness.abstracts import clean_abstract, is_withdrawn, primary_category
+    from harness.ground.abstracts import clean_abstract, is_withdrawn, primary_category
 
     out = []
     for line in SAMPLE.read_text(encoding="utf-8").splitlines():

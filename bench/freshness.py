@@ -34,7 +34,7 @@ def _date_pass_seconds(snapshot: Path) -> float:
 
     from finetune import curate
     from finetune import snapshot as snapshot_io
-    from harness import freshness
+    from harness.ground import freshness
 
     config = curate.load_config()
     _, categories = config.closure(list(config.sets))

@@ -118,7 +118,7 @@ def peak_gib(reset: bool = False) -> float | None:
 def sample_abstracts(sample: Path, n: int, words: int = 0) -> list[dict]:
     """Every record of the shared sample with a non-empty abstract (cleaned by the shared
     rules), in file order; the first `n` when n > 0, cut to `words` words when words > 0."""
-    from harness.abstracts import clean_abstract
+    from harness.ground.abstracts import clean_abstract
 
     out = []
     if not sample.is_file():
@@ -166,7 +166,7 @@ def direct_perplexity(model, tokenizer, abstracts: list[str], batch_size: int) -
 def eval_perplexity(model_dir: Path, docs: Path, out: Path, device: str, dtype: str,
                     batch_size: int) -> dict[str, float]:
     """`feyntune eval --tasks hepth_completion_ppl`, in this process; ppl_token by document id."""
-    from harness.evaluate import run_lm_eval
+    from harness.evaluate.command import run_lm_eval
 
     code = run_lm_eval(["run", "--model", "hf", "--model_args", f"pretrained={model_dir},dtype={dtype}",
                         "--tasks", "hepth_completion_ppl", "--device", device,
@@ -319,7 +319,7 @@ def bench_training(model_dir: Path, records: list[dict], work: Path, batch_size:
 def generation_requests(records: list[dict], n: int, max_new: int, extra: dict):
     from lm_eval.api.instance import Instance
 
-    from harness.documents import split_prompt
+    from harness.evaluate.documents import split_prompt
 
     kwargs = {"until": [], "do_sample": True, "temperature": 0.8, "max_gen_toks": max_new, **extra}
     out = []
@@ -402,7 +402,7 @@ def bench_vllm(model_dir: Path, records: list[dict], max_new: int) -> dict:
 
 def projections(ppl: dict, train: dict, gen: list[dict], records: list[dict], tokenizer) -> dict:
     from finetune import config as C
-    from harness.documents import split_prompt
+    from harness.evaluate.documents import split_prompt
 
     steps = C.steps_per_epoch(S1_TRAIN_ABSTRACTS, C.resolve("paper"), 1)
     epoch_min = {k: v["s_per_step"] * steps / 60 for k, v in train.items()}

@@ -26,8 +26,8 @@ SAMPLE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
 
 
 def documents(n: int) -> list[dict]:
-    from harness.abstracts import primary_category
-    from harness.documents import to_document
+    from harness.evaluate.documents import to_document
+    from harness.ground.abstracts import primary_category
 
     docs = []
     for i, line in enumerate(SAMPLE.read_text(encoding="utf-8").splitlines()):
@@ -48,8 +48,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from harness import assets, metrics
-    from harness.metrics import EMBED_BATCH_SIZE, Embedder
+    from harness import assets
+    from harness.evaluate import metrics
+    from harness.evaluate.metrics import EMBED_BATCH_SIZE, Embedder
 
     sys.path.insert(0, str(REPO / "tasks" / "hepth_completion"))
     from utils import PrecomputeSemScores, process_generation  # the task's own hooks

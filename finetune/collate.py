@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import FeynTuneError
-from harness.jsonl import iter_objects
+from harness.ground.errors import FeynTuneError
+from harness.ground.jsonl import iter_objects
 
 SPLITS = ("train", "validation")
 IGNORE_INDEX = -100

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 # newest name -> older name with the same meaning (value translated by _OLDER_VALUE)
 _OLDER_NAME = {

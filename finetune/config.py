@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
 

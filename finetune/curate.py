@@ -1,6 +1,6 @@
 """`feyntune data build`: the Kaggle arXiv metadata snapshot -> the reference study's ten mixes.
 
-Pipeline (docs/reference.md, section Curation; the record rules live in harness/abstracts.py):
+Pipeline (docs/reference.md, section Curation; the record rules live in harness/ground/abstracts.py):
 1. stream the snapshot once, keeping only records whose primary category is curated
    (drop controls, then withdrawn papers, clean the abstract; bad input skipped and counted);
 2. down-sample cs to 200,000 records the way pandas `DataFrame.sample(random_state=seed)` does;
@@ -38,8 +38,9 @@ import yaml
 
 from finetune import curate_out
 from finetune import snapshot as snapshot_io
-from harness import __version__, freshness
-from harness.abstracts import (
+from harness import __version__
+from harness.ground import freshness
+from harness.ground.abstracts import (
     CONTROL_IDS,
     clean_abstract,
     in_category,
@@ -47,8 +48,8 @@ from harness.abstracts import (
     is_withdrawn,
     primary_category,
 )
-from harness.errors import FeynTuneError
-from harness.subtasks import FRESH_DIR
+from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import FRESH_DIR
 
 DEFAULT_CONFIG = Path(__file__).with_name("sets.yaml")
 SPLITS = ("train", "validation", "test")
@@ -596,7 +597,7 @@ def build(snapshot: str | os.PathLike, out: str | os.PathLike, sets: list[str] |
     With `fresh_after` (a date), hep-th records first versioned later than it are MOVED out of
     the hep-th train/validation/test splits -- so out of every split of every set, the
     composed mixes being built from those splits -- into `<out>/hepth-fresh/test.jsonl`
-    (harness/freshness.py says how dates are read). Every other record keeps the split it has
+    (harness/ground/freshness.py says how dates are read). Every other record keeps the split it has
     without the option, since the splits are drawn before the move. Out of validation and test
     too: the fresh and the standard figures are then measured on disjoint documents.
     """

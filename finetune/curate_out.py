@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 FORMAT = "feyntune-data-build/1"
 MANIFEST = "manifest.json"

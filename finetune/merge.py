@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
           "float32": "float32", "fp32": "float32"}

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.digest import sha256_file
-from harness.errors import FeynTuneError
+from harness.ground.digest import sha256_file
+from harness.ground.errors import FeynTuneError
 
 _READ_BUFFER = 1 << 20
 _JSON_MEMBER_SUFFIXES = (".json", ".jsonl")

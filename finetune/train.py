@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 CHECKPOINTS = "checkpoints"
 # Changing these between an interrupted run and its resumption does not change the result

@@ -9,7 +9,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from harness.digest import sha256_file
+from harness.ground.digest import sha256_file
 
 PACKAGES = ("feyntune", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes",
             "flash-attn")

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from harness.digest import sha256_file
-from harness.errors import FeynTuneError
-from harness.home import models_dir
+from harness.ground.digest import sha256_file
+from harness.ground.errors import FeynTuneError
+from harness.ground.home import models_dir
 
 SPEC_FILE = Path(__file__).with_name("assets.yaml")
 MARKER = ".feyntune-asset.json"

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from harness import __version__
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 # Order is the pipeline's order, as shown by `feyntune --help`.
 COMMAND_MODULES = [
@@ -19,11 +19,11 @@ COMMAND_MODULES = [
     "finetune.curate",      # data build
     "finetune.train",       # train
     "finetune.merge",       # merge
-    "harness.evaluate",     # eval
-    "harness.reproduce",    # reproduce
-    "harness.leaderboard",  # leaderboard
-    "harness.review",       # review build|import
-    "harness.judge",        # judge [agreement]
+    "harness.evaluate.command",     # eval
+    "harness.study.reproduce",    # reproduce
+    "harness.leaderboard.command",  # leaderboard
+    "harness.review.command",       # review build|import
+    "harness.judge.command",        # judge [agreement]
     "harness.demo",         # demo
 ]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SNAPSHOT = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
@@ -77,7 +77,7 @@ def _done(step: str, marker: Path) -> bool:
 
 
 def _has_run(runs: Path, label: str) -> bool:
-    from harness.lmeval_outputs import RESULTS_PREFIX
+    from harness.runs.lmeval_outputs import RESULTS_PREFIX
 
     return any((runs / label).rglob(f"{RESULTS_PREFIX}*.json"))
 
@@ -138,11 +138,11 @@ def verdict(runs_dir: Path) -> str:
     """Does each adapter beat its base model on perplexity, document by document?
 
     The base and the adapters score the same abstracts, so the fair comparison is paired: the
-    bootstrap (harness.stats) of the per-abstract differences, not two overlapping intervals.
+    bootstrap (harness.ground.stats) of the per-abstract differences, not two overlapping intervals.
     """
-    from harness import lmeval_outputs
     from harness.leaderboard.compare import change_against_base
-    from harness.leaderboard.table import run_labels
+    from harness.leaderboard.rows import run_labels
+    from harness.runs import lmeval_outputs
 
     scanned = lmeval_outputs.scan(runs_dir).runs
     labels = run_labels(scanned)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 # Task defaults of the reference study: sampling at 0.8, at most 1024 new tokens.
 DEFAULT_TEMPERATURE = 0.8

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.errors import FeynTuneError
-from harness.home import feyntune_home
+from harness.ground.errors import FeynTuneError
+from harness.ground.home import feyntune_home
 from providers.base import Completion, GenerationSettings
 
 SCHEMA_VERSION = 1

@@ -17,7 +17,7 @@ import lm_eval.models  # noqa: F401  - fills the registry first, or the built-in
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers.base import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, GenerationSettings
 from providers.cache import CompletionCache
 from providers.instruction import CURRENT, strip_repeated_prompt

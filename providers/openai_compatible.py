@@ -6,7 +6,7 @@ part of the cache identity, because the same model name on two servers is two mo
 
 from __future__ import annotations
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers.openai_provider import OpenAIProvider
 from providers.registry import register_provider
 

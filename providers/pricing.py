@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 PRICES = Path(__file__).with_name("prices.yaml")
 

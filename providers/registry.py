@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers.base import Provider
 
 P = TypeVar("P", bound=type[Provider])

@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers import pricing
 from providers.base import (
     Completion,

@@ -75,7 +75,7 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
     import subprocess
     import sys
 
-    from harness.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
+    from harness.ground.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
 
     root = tmp_path_factory.mktemp("hepth_eval")
     docs = root / "docs.jsonl"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from datasets import Dataset, concatenate_datasets
 
-from harness.abstracts import CONTROL_IDS
+from harness.ground.abstracts import CONTROL_IDS
 
 SPLITS = ("train", "validation", "test")
 SETS = tuple(f"s{i}" for i in range(1, 11))

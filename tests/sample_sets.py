@@ -5,7 +5,7 @@ Tests import it by name (pytest puts tests/ on the path); bench scripts add test
 
 Real curated sets come from `feyntune data build` (finetune/curate.py), which owns the
 reference's split rules; this only needs hep-th abstracts selected and cleaned by the shared
-rules of harness/abstracts.py, shuffled with a fixed seed and cut 70/15/15.
+rules of harness/ground/abstracts.py, shuffled with a fixed seed and cut 70/15/15.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import random
 from pathlib import Path
 
-from harness.abstracts import (
+from harness.ground.abstracts import (
     clean_abstract,
     in_category,
     is_control,

@@ -1,4 +1,4 @@
-"""Each rule of harness/abstracts.py (docs/reference.md, Records and Prompt split) on real sample records and edges."""
+"""Each rule of harness/ground/abstracts.py (docs/reference.md, Records and Prompt split) on real sample records and edges."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from harness.abstracts import (
+from harness.ground.abstracts import (
     CONTROL_IDS,
     clean_abstract,
     in_category,

@@ -24,8 +24,8 @@ from datasets import Dataset
 
 from finetune import curate
 from harness import cli
-from harness.abstracts import CONTROL_IDS
-from harness.errors import FeynTuneError
+from harness.ground.abstracts import CONTROL_IDS
+from harness.ground.errors import FeynTuneError
 
 SPLITS = ("train", "validation", "test")
 SETS = tuple(f"s{i}" for i in range(1, 11))

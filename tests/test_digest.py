@@ -1,10 +1,10 @@
-"""harness.digest.sha256_file against hashlib on the whole bytes at once."""
+"""harness.ground.digest.sha256_file against hashlib on the whole bytes at once."""
 
 from __future__ import annotations
 
 import hashlib
 
-from harness.digest import _CHUNK, sha256_file
+from harness.ground.digest import _CHUNK, sha256_file
 
 
 def test_real_sample_and_chunk_edges(sample_path, tmp_path):

@@ -9,8 +9,8 @@ import argparse
 import pytest
 
 from harness import cli
-from harness.errors import FeynTuneError
-from harness.evaluate import check_run_arguments
+from harness.evaluate.command import check_run_arguments
+from harness.ground.errors import FeynTuneError
 
 
 @pytest.fixture

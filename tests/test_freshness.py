@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from finetune import curate
-from harness import cli, contamination, freshness
-from harness.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
-from harness.errors import FeynTuneError
-from harness.freshness import (
+from harness import cli
+from harness.evaluate import contamination
+from harness.ground import freshness
+from harness.ground.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
+from harness.ground.errors import FeynTuneError
+from harness.ground.freshness import (
     FirstVersion,
     classify,
     first_version,
@@ -141,7 +143,7 @@ def test_every_sample_record_is_dated(sample_path):
 
 # ---------------------------------------------------------------- the cut in `feyntune data build`
 def expected_fresh_ids(sample_path, cut: dt.date) -> set[str]:
-    """Curated hep-th records first versioned after `cut`, without harness.freshness."""
+    """Curated hep-th records first versioned after `cut`, without harness.ground.freshness."""
     out = set()
     for r in records_of(sample_path):
         if primary_category(r["categories"]) != "hep-th" or is_control(r["id"]) \

@@ -9,11 +9,12 @@ import json
 import pytest
 
 from finetune import curate
-from harness import documents, fresh_documents, subtasks
 from harness.cli import main
-from harness.errors import FeynTuneError
-from harness.freshness import parse_cut
-from harness.stats import bootstrap_gap
+from harness.evaluate import documents, fresh_documents
+from harness.ground import subtasks
+from harness.ground.errors import FeynTuneError
+from harness.ground.freshness import parse_cut
+from harness.ground.stats import bootstrap_gap
 
 GEN_KEYS = ("semscore", "semscore_full", "word_entropy", "completion_words", "metadata_leak", "repetition")
 
@@ -92,7 +93,7 @@ def test_documents_carry_the_cut(built, minilm_path):
 def test_both_groups_in_one_run_and_the_leaderboard(built, smollm2_path, minilm_path, tmp_path, capsys):
     """Standard and fresh subtasks in one `feyntune eval` (the way to get the gap), then the
     leaderboard's fresh columns recomputed from the samples."""
-    from harness import leaderboard
+    from harness.leaderboard import command as leaderboard
 
     out = tmp_path / "runs"
     code = main(["eval", "--model", "hf", "--model_args", f"pretrained={smollm2_path},dtype=float32",
@@ -143,7 +144,7 @@ def test_both_groups_in_one_run_and_the_leaderboard(built, smollm2_path, minilm_
 
 
 def test_eval_warns_when_documents_predate_the_cutoff(built, tmp_path, capsys):
-    from harness import evaluate
+    from harness.evaluate import command as evaluate
 
     samples = tmp_path / "samples_hepth_completion_ppl_x.jsonl"
     standard = [json.loads(line) for line in

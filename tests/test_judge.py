@@ -17,10 +17,11 @@ from fake_servers import FakeOpenAI, Fault
 from scipy import stats
 
 from harness import cli
-from harness.abstracts import clean_abstract, is_control, primary_category, split_prompt
-from harness.judge import agreement, ratings
+from harness.ground.abstracts import clean_abstract, is_control, primary_category, split_prompt
+from harness.judge import human_agreement as agreement
+from harness.judge import judge_ratings as ratings
 from harness.judge.rubric import CURRENT, parse_answer
-from harness.leaderboard import build as build_leaderboard
+from harness.leaderboard.command import build as build_leaderboard
 from harness.review.criteria import CRITERION_KEYS, RATINGS_COLUMNS, REFERENCE_COLUMNS
 
 DOCS = 4

@@ -14,8 +14,9 @@ import yaml
 from scipy import stats
 
 from harness import cli
-from harness.leaderboard import FIGURE_NAMES, build
-from harness.leaderboard.identity import (
+from harness.leaderboard.command import FIGURE_NAMES, build
+from harness.leaderboard.rows import REPORTED_FILE
+from harness.runs.identity import (
     LORA_ALL,
     LORA_QKV,
     identify,
@@ -23,11 +24,10 @@ from harness.leaderboard.identity import (
     mix_from_name,
     parse_model_args,
 )
-from harness.leaderboard.table import REPORTED_FILE
 
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "index.html",
            *(f"figures/{name}" for name in FIGURE_NAMES))
-# The published figures, typed in again here so that a wrong registry (harness/study.yaml) fails.
+# The published figures, typed in again here so that a wrong registry (harness/study/study.yaml) fails.
 PUBLISHED_PPL = {
     ("Llama-3.1-8B", None, None): 11.20,
     ("Llama-3.1-8B + LoRA-all s1", "s1", LORA_ALL): 10.32,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from browser import ARTIFACTS, Browser, chromium_binary
 
-from harness.leaderboard import build
+from harness.leaderboard.command import build
 
 ROWS_JS = ("[...document.querySelectorAll('#%s tr')].map(r => [r.cells[0].textContent,"
            " r.cells[%d].getAttribute('data-v')])")

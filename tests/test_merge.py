@@ -16,7 +16,7 @@ import torch
 from sample_sets import build_tiny_llama
 
 from finetune.merge import PROBE_TEXTS, merge_adapter, register
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""harness.metrics: hand-computed values, defined values on bad input, SemScore against
+"""harness.evaluate.metrics: hand-computed values, defined values on bad input, SemScore against
 sentence-transformers' own encode + cosine."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from harness import metrics as m
-from harness.abstracts import clean_abstract, primary_category, split_prompt
-from harness.errors import FeynTuneError
+from harness.evaluate import metrics as m
+from harness.ground.abstracts import clean_abstract, primary_category, split_prompt
+from harness.ground.errors import FeynTuneError
 
 # ---- word entropy, length, repetition, metadata ------------------------------------------
 

@@ -1,4 +1,4 @@
-"""harness.stats.bootstrap_mean against scipy.stats.bootstrap (the reference's call)."""
+"""harness.ground.stats.bootstrap_mean against scipy.stats.bootstrap (the reference's call)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.errors import FeynTuneError
-from harness.stats import BootstrapResult, bootstrap_gap, bootstrap_mean
+from harness.ground.errors import FeynTuneError
+from harness.ground.stats import BootstrapResult, bootstrap_gap, bootstrap_mean
 
 
 def _scipy(values, n_resamples=9999, confidence_level=0.95, random_state=1):
@@ -37,7 +37,7 @@ def test_matches_scipy_percentile_bootstrap(n):
 
 def test_blocks_do_not_change_the_stream(monkeypatch):
     """Drawing the resamples in blocks gives exactly scipy's one-shot draw."""
-    import harness.stats as hs
+    import harness.ground.stats as hs
 
     values = np.random.default_rng(3).normal(10, 2, size=50)
     monkeypatch.setattr(hs, "_BLOCK_ELEMENTS", 50 * 7)  # 7 rows a block, last one partial
@@ -102,7 +102,7 @@ def test_gap_matches_scipy_on_real_abstracts(sample_path):
     versioned after 2024-12-31 against the others (several resample blocks: 9,999 x 1,000+)."""
     import json
 
-    from harness.freshness import first_version, parse_cut
+    from harness.ground.freshness import first_version, parse_cut
 
     cut = parse_cut("2024-12-31")
     fresh, standard = [], []

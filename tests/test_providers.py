@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fake_servers import SERVERS, FakeOpenAI, Fault
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers import pricing
 from providers.base import GenerationSettings, retry_after_seconds
 from providers.cache import CompletionCache

@@ -10,7 +10,7 @@ import pytest
 from fake_servers import FakeOpenAI, Fault
 
 import providers
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers import registry
 from providers.runner import Request, RunLimits, run_requests
 

@@ -13,7 +13,7 @@ import pytest
 from fake_servers import FakeOpenAI
 
 import providers
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers import registry
 from providers.base import Provider
 from providers.registry import register_provider

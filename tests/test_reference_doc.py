@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import abstracts, metrics, stats
+from harness.evaluate import metrics
+from harness.ground import abstracts, stats
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "reference.md").read_text()
@@ -166,7 +167,7 @@ def test_training_table_matches_the_paper_preset():
 
 def published() -> tuple[float, dict[tuple[str, str], float], dict[str, float]]:
     """(base perplexity, {(mix, variant): perplexity}, {model: human mean}) from the code's data."""
-    data = yaml.safe_load((REPO / "harness" / "study.yaml").read_text())
+    data = yaml.safe_load((REPO / "harness" / "study" / "study.yaml").read_text())
     table = {(a["mix"], a["lora"]): a["perplexity"] for a in data["adapters"]}
     human = {**data["human"]["categories"], **data["human"]["commercial"]}
     return data["base"]["perplexity"], table, human

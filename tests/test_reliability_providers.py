@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fake_servers import FakeOpenAI, Fault, cached_prompts
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from providers import runner
 from providers.cache import CompletionCache
 from providers.registry import create_provider

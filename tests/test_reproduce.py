@@ -10,7 +10,9 @@ import math
 
 import pytest
 
-from harness import cli, reproduce, study
+from harness import cli
+from harness.study import registry as study
+from harness.study import reproduce
 
 MAX_NEW = 4
 
@@ -85,7 +87,7 @@ def stand_ins(tmp_path, smollm2_path, sample_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness.abstracts import clean_abstract, primary_category
+    from harness.ground.abstracts import clean_abstract, primary_category
 
     adapters = tmp_path / "adapters"
     targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -186,8 +188,8 @@ def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, mi
 
 def test_study_names_from_what_lm_eval_recorded():
     """A run of a published adapter through plain `feyntune eval` is the same study model."""
-    from harness.leaderboard.identity import identify
-    from harness.study import study_name_of
+    from harness.runs.identity import identify
+    from harness.study.registry import study_name_of
 
     def name(model_args, model="hf"):
         return study_name_of(identify({"model": model, "model_args": model_args}))

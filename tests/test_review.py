@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from harness import cli
-from harness.leaderboard import build as build_leaderboard
-from harness.review.build import build_review
+from harness.leaderboard.command import build as build_leaderboard
+from harness.review.blind_page import build_review
 from harness.review.criteria import CRITERION_KEYS, RATINGS_COLUMNS
 
 ADAPTER = "LLMsForHepth/s3-L-3.1-8B-base_v3"

@@ -12,8 +12,8 @@ from browser import ARTIFACTS, Browser, chromium_binary
 from test_review import two_models
 
 from harness import cli
-from harness.leaderboard import build as build_leaderboard
-from harness.review.build import build_review
+from harness.leaderboard.command import build as build_leaderboard
+from harness.review.blind_page import build_review
 
 
 def box(doc: int, label: str, criterion: str) -> str:

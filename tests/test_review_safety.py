@@ -13,9 +13,9 @@ import pytest
 from test_review import write_csv
 
 from harness import cli
-from harness.review.build import KEY_FORMAT, build_review
+from harness.review.blind_page import KEY_FORMAT, build_review
 from harness.review.criteria import CRITERION_KEYS, RATINGS_COLUMNS
-from harness.review.ratings import page_score, reference_score
+from harness.review.rating_import import page_score, reference_score
 
 REVIEW = "5f3a9c0e1b2d"
 # Document 1: A = m1, B = m2; document 2: A = m2, B = m1 (as a shuffled page would have them).
@@ -215,9 +215,9 @@ def test_an_existing_review_is_kept_and_a_new_one_written_beside_it(hepth_eval_r
 
 def test_document_numbers_count_within_their_own_review():
     """A page numbers its documents 1..N: review A's document 1 and review B's are two papers."""
-    from harness.review import agreement
+    from harness.review import uncertainty as agreement
     from harness.review.criteria import OVERALL
-    from harness.review.ratings import Rating, summarise
+    from harness.review.rating_import import Rating, summarise
 
     rows = [Rating(None, "m1", rater, "1", {OVERALL: score}, review=review)
             for review, rater, score in (("A", "ann", 4), ("A", "bob", 5),

@@ -12,8 +12,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness import cli
-from harness.review.agreement import krippendorff_interval
-from harness.review.ratings import Rating
+from harness.review.rating_import import Rating
+from harness.review.uncertainty import krippendorff_interval
 
 RATERS = ("A", "B", "C")
 PAPERS = [f"2401.{n:05d}" for n in range(1, 7)]
@@ -119,9 +119,9 @@ def test_study_csv_fills_reported_rows_with_intervals_and_agreement(study_csv, t
 def test_published_category_means_come_from_a_file_built_to_match_them(tmp_path):
     """The published category means are plain means of the category's ratings: a file whose
     ratings average to 3.75 / 5.43 / 4.92 gives back exactly those figures."""
-    from harness import study
-    from harness.review.agreement import annotate
-    from harness.review.ratings import summarise
+    from harness.review.rating_import import summarise
+    from harness.review.uncertainty import annotate
+    from harness.study import registry as study
 
     # 100 ratings per category; sums 375, 543, 492
     def spread(total):

@@ -1,11 +1,11 @@
-"""harness.subtasks against the task YAMLs lm-eval actually runs (read two ways: as plain YAML
+"""harness.ground.subtasks against the task YAMLs lm-eval actually runs (read two ways: as plain YAML
 here, and through lm-eval's own TaskManager)."""
 
 from __future__ import annotations
 
 import yaml
 
-from harness import subtasks
+from harness.ground import subtasks
 
 
 class _Loader(yaml.SafeLoader):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import documents as d
-from harness.errors import FeynTuneError
+from harness.evaluate import documents as d
+from harness.ground.errors import FeynTuneError
 
 
 def _write(path: Path, records) -> Path:

@@ -8,10 +8,10 @@ import math
 
 import pytest
 
-from harness import metrics
-from harness.abstracts import clean_abstract, is_withdrawn, primary_category
 from harness.cli import main
-from harness.stats import bootstrap_mean
+from harness.evaluate import metrics
+from harness.ground.abstracts import clean_abstract, is_withdrawn, primary_category
+from harness.ground.stats import bootstrap_mean
 
 GEN_KEYS = ("semscore", "semscore_full", "word_entropy", "completion_words", "metadata_leak", "repetition")
 PPL_KEYS = ("ppl_token", "ppl_word", "word_perplexity", "byte_perplexity", "bits_per_byte")
@@ -91,7 +91,7 @@ def test_per_document_metrics_recomputed(run, minilm_path):
 def test_summary_prints_the_bootstrap(run, capsys):
     # the module fixture ran before this test captured; rebuild the expected summary lines
     _, out, _ = run
-    from harness.evaluate import format_summary, summary_rows, written_samples
+    from harness.evaluate.command import format_summary, summary_rows, written_samples
 
     rows = summary_rows(written_samples(out, 0))
     ppl = [s["ppl_token"] for s in _samples(out, "hepth_completion_ppl")]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.abstracts import clean_abstract, is_withdrawn, primary_category
-from harness.evaluate import run_lm_eval
+from harness.evaluate.command import run_lm_eval
+from harness.ground.abstracts import clean_abstract, is_withdrawn, primary_category
 
 N_DOCS = 3
 

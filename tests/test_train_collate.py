@@ -8,7 +8,7 @@ import pytest
 from sample_sets import hepth_abstracts
 
 from finetune import collate
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sample_sets import build_tiny_llama, write_short_set
 from finetune import compat, memory
 from finetune import config as C
 from finetune.train import add_arguments, cmd_train
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 NEW_FIELDS = ("activation_checkpointing", "activation_checkpointing_kwargs",
               "train_sampling_strategy")

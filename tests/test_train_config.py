@@ -10,7 +10,7 @@ import yaml
 from finetune import config as C
 from finetune.compat import for_installed
 from finetune.train import add_arguments, overrides_from_args
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 
 def _parse(argv):

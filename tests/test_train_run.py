@@ -22,7 +22,7 @@ from finetune.train import (
     resolve_from_args,
     run_training,
 )
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 REPO = Path(__file__).resolve().parents[1]
 # Short runs: no activation checkpointing (pure overhead at this size), 3 evaluations.

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ def _document_name(arxiv_id: str | None, doc_id: int) -> str:
 
 def completions(runs_dir: Path, models: list[str] | None) -> tuple[list[ModelDocs], list[str]]:
     """Each chosen run's completed documents; and messages (files the reader left out)."""
-    from harness.leaderboard.table import run_labels
-    from harness.lmeval_outputs import scan
-    from harness.review.build import choose_runs
-    from harness.subtasks import GEN_TASK
+    from harness.ground.subtasks import GEN_TASK
+    from harness.leaderboard.rows import run_labels
+    from harness.review.blind_page import choose_runs
+    from harness.runs.lmeval_outputs import scan
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():

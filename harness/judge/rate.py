@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 from harness.judge.items import Item
 from harness.judge.rubric import CURRENT, correction_text, parse_answer, request_text
 from providers import pricing

@@ -5,7 +5,7 @@
   gets the published perplexity, measured minus published, and whether the published figure
   lies inside the measured 95% bootstrap interval.
 - An adapter row whose base model was measured on the same documents gets the paired-bootstrap
-  change in perplexity against it (harness.stats.paired_change).
+  change in perplexity against it (harness.ground.stats.paired_change).
 - Imported human ratings fill the Human columns of the reported rows by the study's model names.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-from harness.errors import FeynTuneError
-from harness.leaderboard import table
-from harness.lmeval_outputs import Run
-from harness.review.agreement import interval_text
-from harness.subtasks import PPL_TASK
+from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import PPL_TASK
+from harness.leaderboard import rows as table
+from harness.review.uncertainty import interval_text
+from harness.runs.lmeval_outputs import Run
 
 
 def per_document_ppl(run: Run) -> dict:
@@ -54,10 +54,10 @@ def _base_run(run: Run, runs: list[Run]) -> Run | None:
 
 
 def change_against_base(run: Run, runs: list[Run]):
-    """(base run, harness.stats.PairedChange) of an adapter run against its base model on the
+    """(base run, harness.ground.stats.PairedChange) of an adapter run against its base model on the
     documents both scored; None when it has no measured base. FeynTuneError when a perplexity
     is not finite (a paired bootstrap of it means nothing)."""
-    from harness.stats import paired_change
+    from harness.ground.stats import paired_change
 
     if not run.identity.adapter:
         return None
@@ -88,7 +88,7 @@ def against_base(row: dict, run: Run, runs: list[Run], labels: dict[str, str]) -
 def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, str],
                      registry) -> None:
     """Fill the study and comparison columns of the measured rows (in place)."""
-    from harness.study import study_name_of
+    from harness.study.registry import study_name_of
 
     by_id = {run.run_id: run for run in runs}
     for row in measured:

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from harness.lmeval_outputs import Run
-from harness.subtasks import GEN_TASK
+from harness.ground.subtasks import GEN_TASK
+from harness.runs.lmeval_outputs import Run
 
 DPI = 110
 MEASURED_COLOUR = "#1f5fa8"
@@ -103,7 +103,7 @@ def _truths(runs: list[Run]) -> dict[str, str]:
 
 
 def entropy_length_png(runs: list[Run], labels: dict[str, str]) -> bytes:
-    from harness import metrics
+    from harness.evaluate import metrics
 
     fig = _figure(8.0, 5.2)
     ax = fig.add_subplot(1, 1, 1)

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from string import Template
 
+from harness.ground.subtasks import GEN_TASK
 from harness.leaderboard.render import MISSING_TEXT, display
-from harness.leaderboard.table import COLUMNS
-from harness.lmeval_outputs import Run
-from harness.subtasks import GEN_TASK
+from harness.leaderboard.rows import COLUMNS
+from harness.runs.lmeval_outputs import Run
 
 TEMPLATE = Path(__file__).with_name("page.html")
 SAMPLES_PER_MODEL = 3

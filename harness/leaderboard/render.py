@@ -7,7 +7,7 @@ import io
 import math
 import re
 
-from harness.leaderboard.table import COLUMNS, Column
+from harness.leaderboard.rows import COLUMNS, Column
 
 MISSING_TEXT = "n/a"   # md/html: a column with no value for the row says so
 MISSING_CSV = "NA"     # csv: read as missing by pandas and R alike

@@ -1,7 +1,7 @@
 """lm-eval hooks of the hepth_completion_fresh tasks: the hepth_completion documents restricted
-to abstracts first versioned after a cut date (harness/fresh_documents.py does the work)."""
+to abstracts first versioned after a cut date (harness/evaluate/fresh_documents.py does the work)."""
 
-from harness import documents, fresh_documents
+from harness.evaluate import documents, fresh_documents
 
 
 def load_generation_docs(**metadata):

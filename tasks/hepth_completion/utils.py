@@ -2,7 +2,7 @@
 
 from lm_eval.api.filter import Filter
 
-from harness import documents, metrics
+from harness.evaluate import documents, metrics
 
 
 def load_generation_docs(**metadata):

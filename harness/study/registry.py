@@ -1,4 +1,4 @@
-"""The reference study's registry (harness/study.yaml): its models, published figures, settings.
+"""The reference study's registry (harness/study/study.yaml): its models, published figures, settings.
 
 Everything published lives in the YAML; this module reads it, checks it, and answers the
 questions the rest of the harness asks of it: which study model a leaderboard row is (`s3`,
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 REGISTRY_FILE = Path(__file__).with_name("study.yaml")
 BASE = "Base"
@@ -131,8 +131,8 @@ def study_name_of(identity, registry: Registry | None = None) -> str | None:
     """The study model a measured row is, from its identity: the registry's base model alone is
     `Base`; that base with a LoRA variant and a mix is the adapter's name (`s3`, `s3_qkv`);
     a commercial model whose name the study rated (ChatGPT-4) keeps it. Local stand-ins are
-    named by `feyntune reproduce` (harness.leaderboard.identity.study_marker), not here."""
-    from harness.leaderboard.identity import short_name
+    named by `feyntune reproduce` (harness.runs.identity.study_marker), not here."""
+    from harness.runs.identity import short_name
 
     registry = registry or load()
     if identity.is_api:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 
 def iter_objects(path: Path) -> Iterator[tuple[int, dict]]:

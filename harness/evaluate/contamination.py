@@ -1,8 +1,8 @@
 """Whether a run's documents may be in the evaluated model's training data.
 
-After `feyntune eval`, the documents of the samples it wrote are dated (harness/freshness.py:
+After `feyntune eval`, the documents of the samples it wrote are dated (harness/ground/freshness.py:
 the first version of each) and compared with the model's training cut-off, read from
-harness/cutoffs.yaml; documents first versioned on or before it are counted in a warning.
+harness/evaluate/cutoffs.yaml; documents first versioned on or before it are counted in a warning.
 
 Model cut-offs are months ("December 2023" = data up to the end of that month), so a cut-off
 `YYYY-MM` stands for the last day of that month.
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from harness.errors import FeynTuneError
-from harness.freshness import (
+from harness.ground.errors import FeynTuneError
+from harness.ground.freshness import (
     VERDICTS,
     FirstVersion,
     FreshnessTally,
@@ -27,7 +27,7 @@ from harness.freshness import (
     from_text,
     parse_cut,
 )
-from harness.lmeval_outputs import iter_samples, parse_model_args
+from harness.runs.lmeval_outputs import iter_samples, parse_model_args
 
 CUTOFFS_FILE = Path(__file__).with_name("cutoffs.yaml")
 

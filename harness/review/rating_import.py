@@ -21,10 +21,10 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.errors import FeynTuneError
-from harness.jsonl import read_json
-from harness.leaderboard import human
-from harness.review.build import KEY_FORMAT
+from harness.ground.errors import FeynTuneError
+from harness.ground.jsonl import read_json
+from harness.review import human_ratings as human
+from harness.review.blind_page import KEY_FORMAT
 from harness.review.criteria import (
     CRITERION_KEYS,
     MAX_SCORE,
@@ -45,7 +45,7 @@ class Rating:
     review: str | None = None  # the review page's id; None for the reference layout
     label: str | None = None   # the neutral label the rater saw (page layout)
     file: str = ""             # the CSV file it came from
-    category: str | None = None  # the reference layout's category column (harness.review.agreement)
+    category: str | None = None  # the reference layout's category column (harness.review.uncertainty)
 
     @property
     def text(self) -> tuple[str | None, str]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import FeynTuneError
-from harness.jsonl import read_json
+from harness.ground.errors import FeynTuneError
+from harness.ground.jsonl import read_json
 
 FORMAT = "feyntune-human-ratings/1"
 DEFAULT_NAME = "human_ratings.json"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 # Elements of one block of resample indices; RandomState's stream does not depend on the block.
 _BLOCK_ELEMENTS = 1 << 22

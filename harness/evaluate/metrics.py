@@ -2,7 +2,7 @@
 
 One function per metric, imported by the lm-eval task (tasks/hepth_completion/utils.py, which
 scores local models and commercial providers alike: the providers only return text), the task's
-document loader (harness/documents.py) and the leaderboard figures. Pure functions of text and numbers, except SemScore, which goes
+document loader (harness/evaluate/documents.py) and the leaderboard figures. Pure functions of text and numbers, except SemScore, which goes
 through one cached sentence-transformers model per name (`get_embedder`) so that a run encodes
 every text once, in batches.
 
@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 DEFAULT_SEMSCORE_MODEL = "sentence-transformers/all-mpnet-base-v2"
 SEMSCORE_ENV = "FEYNTUNE_SEMSCORE_MODEL"

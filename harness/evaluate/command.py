@@ -16,7 +16,7 @@ takes every argument of `lm_eval` (see `lm_eval run --help`), and
 - then prints, for each metric in the samples it wrote, the arithmetic mean with the bootstrap
   of the mean (9,999 resamples, random state 1, 95% percentile interval),
 - and warns when documents were first versioned before the evaluated model's training cut-off
-  (harness/cutoffs.yaml); `--tasks hepth_completion_fresh` evaluates on newer ones only.
+  (harness/evaluate/cutoffs.yaml); `--tasks hepth_completion_fresh` evaluates on newer ones only.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from harness import subtasks
-from harness.errors import FeynTuneError
-from harness.subtasks import TASK_DIR
+from harness.ground import subtasks
+from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import TASK_DIR
 
 DEFAULT_OUTPUT = subtasks.RUNS_DIR
 # The per-document metrics the summary bootstraps, subtask by subtask in the order it prints them.
@@ -161,7 +161,7 @@ def _model_path_problem(value: str, adapter: bool, local_only: bool) -> str | No
 
 def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Path]]:
     """(task, file) of the hepth samples written under output_path at or after `since`."""
-    from harness.lmeval_outputs import SAMPLES_PREFIX
+    from harness.runs.lmeval_outputs import SAMPLES_PREFIX
 
     root = Path(output_path)
     found = []
@@ -173,8 +173,8 @@ def written_samples(output_path: str | Path, since: float) -> list[tuple[str, Pa
 
 
 def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
-    from harness.lmeval_outputs import metric_values
-    from harness.stats import bootstrap_mean
+    from harness.ground.stats import bootstrap_mean
+    from harness.runs.lmeval_outputs import metric_values
 
     rows = []
     for task, path in samples:
@@ -223,8 +223,8 @@ def _cmd_eval(args) -> int:
 
 def _warn_contamination(model_args, samples: list[tuple[str, Path]]) -> None:
     """Say when the documents may predate the evaluated model's training cut-off
-    (harness/cutoffs.yaml, read by harness/contamination.py); the run itself stands."""
-    from harness import contamination
+    (harness/evaluate/cutoffs.yaml, read by harness/evaluate/contamination.py); the run itself stands."""
+    from harness.evaluate import contamination
 
     try:
         check = contamination.check_samples([path for _, path in samples], model_args)

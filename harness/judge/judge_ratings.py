@@ -20,10 +20,10 @@ import json
 import math
 from pathlib import Path
 
-from harness.errors import FeynTuneError
-from harness.jsonl import read_json
+from harness.ground.errors import FeynTuneError
+from harness.ground.jsonl import read_json
+from harness.ground.stats import bootstrap_mean
 from harness.review.criteria import CRITERION_KEYS, OVERALL
-from harness.stats import bootstrap_mean
 
 FORMAT = "feyntune-judge-ratings/1"
 DEFAULT_NAME = "judge_ratings.json"
@@ -50,7 +50,7 @@ def document_scores(documents: list[dict]) -> dict[tuple[str, str, str], dict[st
 
 def summarise(documents: list[dict]) -> list[dict]:
     """Per model: mean overall score over documents, with the percentile bootstrap of that mean
-    (harness.stats, the leaderboard's settings) and per-criterion means."""
+    (harness.ground.stats, the leaderboard's settings) and per-criterion means."""
     per_doc = document_scores(documents)
     models: dict[tuple[str, str], list[dict]] = {}
     for (run, model, _document), scores in sorted(per_doc.items(),

@@ -9,7 +9,7 @@ Source, first found wins:
 
 Relative paths resolve against the user's current directory. Each document is
 `{id, title, abstract, prompt, y_true}`; `prompt`/`y_true` come from the record when it has both,
-else from `harness.abstracts.split_prompt`. Abstracts are cleaned with `clean_abstract`
+else from `harness.ground.abstracts.split_prompt`. Abstracts are cleaned with `clean_abstract`
 (idempotent on curated data). Records with an empty abstract are skipped, counted and reported.
 """
 
@@ -20,16 +20,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.abstracts import clean_abstract, split_prompt
-from harness.errors import FeynTuneError
-from harness.jsonl import read_objects
+from harness.ground.abstracts import clean_abstract, split_prompt
+from harness.ground.errors import FeynTuneError
+from harness.ground.jsonl import read_objects
 
 ENV_VAR = "FEYNTUNE_HEPTH_DATA"
 
 
 def _published_documents() -> tuple[str, str]:
-    """The reference study's test documents, from its registry (harness/study.yaml)."""
-    from harness import study
+    """The reference study's test documents, from its registry (harness/study/study.yaml)."""
+    from harness.study import registry as study
 
     documents = study.load().documents
     return str(documents["hub"]), str(documents["split"])
@@ -178,7 +178,7 @@ def _dataset_dict(rows: list[dict]):
 def generation_dataset(metadata: dict, docs: Documents | None = None):
     """Documents (by default those of `hepth_data`) plus the resolved SemScore model, recorded in
     each sample for traceability."""
-    from harness.metrics import resolve_semscore_model
+    from harness.evaluate.metrics import resolve_semscore_model
 
     docs = docs or load_documents(metadata.get("hepth_data"))
     model = resolve_semscore_model(metadata.get("semscore_model"))
@@ -188,7 +188,7 @@ def generation_dataset(metadata: dict, docs: Documents | None = None):
 def perplexity_dataset(metadata: dict, docs: Documents | None = None):
     """Documents plus `ppl_tokens`, the number of tokens the evaluated model scores for each
     abstract, counted with its own tokenizer (process_results never sees the tokenizer)."""
-    from harness import metrics
+    from harness.evaluate import metrics
 
     spec = metrics.tokenizer_spec(metadata)
     if spec is None:

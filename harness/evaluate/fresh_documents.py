@@ -1,5 +1,5 @@
 """The documents of hepth_completion_fresh: the hepth_completion documents first versioned after
-a cut date (harness/freshness.py says how a record is dated), read for the lm-eval hooks in
+a cut date (harness/ground/freshness.py says how a record is dated), read for the lm-eval hooks in
 tasks/hepth_completion/fresh.py.
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import documents
-from harness.errors import FeynTuneError
-from harness.freshness import FirstVersion, FreshnessTally, first_version, parse_cut
-from harness.jsonl import read_json
-from harness.subtasks import FRESH_DIR
+from harness.evaluate import documents
+from harness.ground.errors import FeynTuneError
+from harness.ground.freshness import FirstVersion, FreshnessTally, first_version, parse_cut
+from harness.ground.jsonl import read_json
+from harness.ground.subtasks import FRESH_DIR
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class FreshRecords:
     cut: dt.date                # documents are first versioned after this day
     where: str                  # what was read, for messages
     tally: FreshnessTally
-    source: Any                 # the harness.documents.Source the records came from
+    source: Any                 # the harness.evaluate.documents.Source the records came from
 
 
 def _build_cut(path: Path) -> tuple[Path, dt.date | None]:
@@ -60,7 +60,7 @@ def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> 
     `hepth_fresh_data`: a `feyntune data build --fresh-after` folder (its hepth-fresh/test.jsonl,
     cut date from its manifest), its hepth-fresh folder, or a JSON-lines file; `hepth_after`:
     a cut date applied to that file, or -- without `hepth_fresh_data` -- to the standard
-    `hepth_data` source (harness/documents.py). Either way only records whose first version is
+    `hepth_data` source (harness/evaluate/documents.py). Either way only records whose first version is
     after the cut are kept, and the cut is the later of the build's and `hepth_after`.
     """
     fresh_data, after = metadata.get("hepth_fresh_data"), metadata.get("hepth_after")
@@ -103,7 +103,7 @@ def load_fresh_records(metadata: dict, cwd: str | os.PathLike | None = None) -> 
 
 
 def fresh_dataset(metadata: dict, build) -> Any:
-    """lm-eval dataset of a fresh subtask: `build` (harness.documents.generation_dataset or
+    """lm-eval dataset of a fresh subtask: `build` (harness.evaluate.documents.generation_dataset or
     perplexity_dataset) run on the fresh records, each document also carrying its
     `first_version`, where that date came from, and the cut `fresh_after`."""
     fresh = load_fresh_records(metadata)

@@ -1,6 +1,6 @@
 """Uncertainty of imported human ratings, and the reference study's model names.
 
-- per model: the percentile bootstrap 95% interval of the mean overall rating (harness.stats,
+- per model: the percentile bootstrap 95% interval of the mean overall rating (harness.ground.stats,
   the study's settings), with the number of raters and documents beside it;
 - per category of model (Base, LoRA-all, LoRA-QKV, ...): the same, for the study's published
   category means;
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from harness.leaderboard.identity import lora_variant
 from harness.review.criteria import OVERALL
+from harness.runs.identity import lora_variant
 
 
 def category_of(model: str, category: str | None, registry) -> str | None:
@@ -41,7 +41,7 @@ def interval_text(entry: dict) -> str:
 
 
 def _interval(values: list[float]) -> dict:
-    from harness.stats import bootstrap_mean
+    from harness.ground.stats import bootstrap_mean
 
     if len(values) < 2:
         return {"ci_low": None, "ci_high": None}
@@ -52,7 +52,7 @@ def _interval(values: list[float]) -> dict:
 def krippendorff_interval(ratings: list) -> dict:
     """Krippendorff's alpha (interval) of the overall scores across raters, on the texts
     (document x model) that every rater scored; alpha None with the reason when undefined."""
-    from harness.stats import interval_alpha
+    from harness.ground.stats import interval_alpha
 
     scores: dict[tuple, dict[str, float]] = {}
     for rating in ratings:
@@ -75,7 +75,7 @@ def krippendorff_interval(ratings: list) -> dict:
 def annotate(models: list[dict], ratings: list, registry=None) -> tuple[list[dict], dict]:
     """Add "ci_low"/"ci_high" and "study" to each summarised model (ratings.summarise) and
     return the file's extras: per-category summaries and the agreement across raters."""
-    from harness import study as study_registry
+    from harness.study import registry as study_registry
 
     registry = registry or study_registry.load()
     overall: dict[tuple, list[float]] = {}

@@ -15,10 +15,10 @@ import math
 
 from scipy import stats
 
-from harness.judge.ratings import document_scores, item_order
+from harness.ground.stats import bootstrap_mean
+from harness.ground.stats import interval_alpha as alpha
+from harness.judge.judge_ratings import document_scores, item_order
 from harness.review.criteria import OVERALL
-from harness.stats import bootstrap_mean
-from harness.stats import interval_alpha as alpha
 
 MIN_MODELS = 3  # a rank correlation of two models is always +1 or -1
 
@@ -44,7 +44,7 @@ def _target(rating, judge_keys: dict) -> tuple | None:
 
 def compare(judge_documents: list[dict], human_ratings: list) -> dict:
     """Agreement of the (judge-averaged) judge scores with human `Rating`s
-    (harness.review.ratings) on the (model, document) pairs both scored."""
+    (harness.review.rating_import) on the (model, document) pairs both scored."""
     judge = {key: s[OVERALL] for key, s in document_scores(judge_documents).items()
              if OVERALL in s}
     keys = {"run": {}, "model": {}}

@@ -1,6 +1,6 @@
 """`feyntune reproduce`: the reference study's evaluation, in one command.
 
-Evaluates the study's base model and its published adapters (harness/study.yaml; default all 20)
+Evaluates the study's base model and its published adapters (harness/study/study.yaml; default all 20)
 on the published test split with the published settings: each adapter merged into the 16-bit base
 (`feyntune merge`), float16 weights, sampling at temperature 0.8 with at most 1024 new tokens,
 through lm-eval's `hepth_completion` task like `feyntune eval`. One run folder per model under
@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.documents import user_path
-from harness.errors import FeynTuneError
-from harness.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
+from harness.evaluate.documents import user_path
+from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
 
 TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
                 "generation": (GEN_TASK,)}
@@ -76,8 +76,8 @@ def finished_tasks(out: Path, marker: dict) -> set[str]:
     """Subtasks with a complete results + samples pair in a model's run folder, from a run of
     the same model with the same settings (`marker`): one with another --limit, --dtype,
     --data or token cap is not this run's result."""
-    from harness import lmeval_outputs
-    from harness.leaderboard.identity import study_marker
+    from harness.runs import lmeval_outputs
+    from harness.runs.identity import study_marker
 
     if not out.is_dir():
         return set()
@@ -123,7 +123,7 @@ def plan(models: list, base: str, adapters_dir: Path | None, overrides: dict,
 
 def document_count(registry, data: str | None, limit: int | None) -> int:
     if data:
-        from harness.documents import load_documents
+        from harness.evaluate.documents import load_documents
 
         count = len(load_documents(data).docs)
     else:
@@ -171,7 +171,7 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
         f"batch 64 ({speed['perplexity_tokens']:,} tokens scored in {speed['perplexity_seconds']} "
         f"s; {speed['generation_tokens_per_second']} new tokens/s), "
         f"{speed['tokens_per_abstract']} tokens per abstract, every completion at the limit "
-        "(harness/study.yaml, throughput)")
+        "(harness/study/study.yaml, throughput)")
     return lines
 
 
@@ -256,8 +256,8 @@ class Options:
 
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
-    from harness.evaluate import run_lm_eval
-    from harness.leaderboard.identity import STUDY_METADATA
+    from harness.evaluate.command import run_lm_eval
+    from harness.runs.identity import STUDY_METADATA
 
     weights = opts.base
     folder = None
@@ -283,7 +283,7 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
 
 
 def reproduce(args) -> int:
-    from harness import study
+    from harness.study import registry as study
 
     registry = study.load()
     settings = dict(registry.settings)
@@ -341,7 +341,7 @@ def reproduce(args) -> int:
 
 
 def register(sub) -> None:
-    from harness.home import feyntune_home
+    from harness.ground.home import feyntune_home
 
     p = sub.add_parser("reproduce", help="evaluate the reference study's published models",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

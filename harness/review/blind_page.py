@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from harness.errors import FeynTuneError
-from harness.leaderboard.table import run_labels
-from harness.lmeval_outputs import Run, scan
+from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import GEN_TASK
+from harness.leaderboard.rows import run_labels
 from harness.review.criteria import CRITERIA, MAX_SCORE, MIN_SCORE, RATINGS_COLUMNS
-from harness.subtasks import GEN_TASK
+from harness.runs.lmeval_outputs import Run, scan
 
 TEMPLATE = Path(__file__).with_name("page.html")
 TRUTH = "true continuation"  # the key's model name for the human-written text

@@ -3,8 +3,8 @@
 Contamination-aware evaluation (issue 9) compares a model on hep-th abstracts it cannot have
 seen in pre-training with the standard test split. These rules decide "seen or not" from the
 record alone; curation (`feyntune data build --fresh-after`), the fresh task
-(harness/fresh_documents.py) and the cut-off check after `feyntune eval`
-(harness/contamination.py) all use them:
+(harness/evaluate/fresh_documents.py) and the cut-off check after `feyntune eval`
+(harness/evaluate/contamination.py) all use them:
 
 First-version date of a record, first found wins (and is never guessed):
 1. `versions[0].created`, Kaggle's RFC 2822 form "Mon, 2 Apr 2007 19:18:42 GMT" -> that UTC day;
@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError
 
 SOURCES = ("versions", "id", "update_date")
 VERDICTS = ("fresh", "not_fresh", "ambiguous_month", "unparseable")

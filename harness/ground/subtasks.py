@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-TASK_DIR = Path(__file__).resolve().parents[1] / "tasks" / "hepth_completion"
+TASK_DIR = Path(__file__).resolve().parents[2] / "tasks" / "hepth_completion"
 GROUP = "hepth_completion"
 FRESH_GROUP = "hepth_completion_fresh"
 # Where `feyntune data build --fresh-after` writes the fresh test split, inside its output folder.

@@ -24,10 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
+from harness.ground.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
 
 if TYPE_CHECKING:  # identity reads model_args with parse_model_args below
-    from harness.leaderboard.identity import ModelIdentity
+    from harness.runs.identity import ModelIdentity
 
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
@@ -327,7 +327,7 @@ def scan(runs_dir: Path) -> RunsScan:
 
     from tqdm import tqdm
 
-    from harness.leaderboard.identity import identify
+    from harness.runs.identity import identify
 
     files = sorted(p for p in runs_dir.rglob("*") if p.is_file())
     results_files = [p for p in files

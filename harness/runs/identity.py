@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.lmeval_outputs import parse_model_args
+from harness.runs.lmeval_outputs import parse_model_args
 
 LORA_ALL = "LoRA-all"
 LORA_QKV = "LoRA-QKV"

@@ -1,9 +1,9 @@
 """Leaderboard rows: per-run statistics of the per-document values, and the reported figures.
 
 A measured row's perplexity is the arithmetic mean of the samples' `ppl_token` values with the
-harness's percentile bootstrap (harness.stats.bootstrap_mean, the reference study's settings);
+harness's percentile bootstrap (harness.ground.stats.bootstrap_mean, the reference study's settings);
 the corpus-level figure beside it is lm-eval's `word_perplexity` aggregate. Reported rows come
-from the study registry (harness/study.yaml) and never enter a measured row's numbers.
+from the study registry (harness/study/study.yaml) and never enter a measured row's numbers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.leaderboard.identity import LORA_ALL, LORA_QKV
-from harness.lmeval_outputs import Run
-from harness.stats import bootstrap_gap, bootstrap_mean
-from harness.study import REGISTRY_FILE, Registry
-from harness.subtasks import FRESH_PAIRS, GEN_TASK, PPL_TASK, per_document_metrics
+from harness.ground.stats import bootstrap_gap, bootstrap_mean
+from harness.ground.subtasks import FRESH_PAIRS, GEN_TASK, PPL_TASK, per_document_metrics
+from harness.runs.identity import LORA_ALL, LORA_QKV
+from harness.runs.lmeval_outputs import Run
+from harness.study.registry import REGISTRY_FILE, Registry
 
 REPORTED_FILE = REGISTRY_FILE  # the study registry: the one home of the published figures
 MEASURED = "measured"
@@ -82,7 +82,7 @@ COLUMNS = [
     Column("repetition_mean", "Repetition", 3),
     Column("completion_words_mean", "Completion words", 1),
     # hepth_completion_fresh (issue 9): the same figures on papers newer than the cut date, and
-    # fresh minus standard with a bootstrap interval of the difference (harness.stats).
+    # fresh minus standard with a bootstrap interval of the difference (harness.ground.stats).
     Column("fresh_after", "Fresh after",
            note="fresh documents: first versioned after this date (hepth_completion_fresh)"),
     Column("fresh_documents", "Fresh docs", note="fresh documents evaluated"),
@@ -262,8 +262,8 @@ def run_labels(runs: list[Run]) -> dict[str, str]:
 
 
 def load_reported(path: Path = REPORTED_FILE) -> Registry:
-    """The study registry (harness.study reads and checks it)."""
-    from harness import study
+    """The study registry (harness.study.registry reads and checks it)."""
+    from harness.study import registry as study
 
     return study.load(path)
 
