@@ -38,7 +38,6 @@ import yaml
 
 from finetune import curate_out
 from finetune import snapshot as snapshot_io
-from harness import __version__
 from harness.ground import freshness
 from harness.ground.abstracts import (
     CONTROL_IDS,
@@ -50,6 +49,7 @@ from harness.ground.abstracts import (
 )
 from harness.ground.errors import FeynTuneError
 from harness.ground.subtasks import FRESH_DIR
+from harness.ground.version import __version__
 
 DEFAULT_CONFIG = Path(__file__).with_name("sets.yaml")
 SPLITS = ("train", "validation", "test")

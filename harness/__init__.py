@@ -1,28 +1,26 @@
-"""FeynTune harness: the `feyntune` commands and the libraries they share, by pipeline stage.
+"""FeynTune harness: the `feyntune` command and its rooms, one per pipeline stage.
 
-Commands (each adds a subcommand with `register(sub)`; harness/cli.py lists them in order):
-    assets.py         assets fetch|path|list     the offline models
-    evaluate.py       eval                       lm-eval with the hepth_completion task
-    reproduce.py      reproduce                  the study's published models, published settings
-    leaderboard/      leaderboard                tables, figures and page from every run
-    review/           review build|import        blind human rating of completions
-    judge/            judge [agreement]          an LLM judge on the human rubric
-    demo.py           demo                       the whole study, small and offline
-(curation and training commands live in finetune/: data build, train, merge)
+At the top: cli.py (the `feyntune` command; it lists the command modules in pipeline order),
+demo.py (`feyntune demo`) and assets.py with assets.yaml (`feyntune assets`, the offline models).
+Curation and training (data build, train, merge) live in finetune/; commercial LLMs in providers/.
 
-Libraries, in the order the pipeline uses them:
-    curate    abstracts.py      the reference study's cleaning and prompt split
-              freshness.py      when a record first appeared; fresh against a cut date
-              jsonl.py          reading the project's JSON-lines files
-    evaluate  subtasks.py       the hepth_completion subtasks: names, metrics, fresh twins
-              documents.py      the task's documents and where they come from
-              fresh_documents.py  the documents of hepth_completion_fresh
-              metrics.py        SemScore, perplexity, entropy, leak and repetition rules
-              contamination.py  model training cut-offs (cutoffs.yaml) against the documents
-    read      lmeval_outputs.py  the one reader of lm-eval's results_*.json / samples_*.jsonl
-              stats.py          the one bootstrap engine: a mean, a fresh-minus-standard gap,
-                                a paired change; Krippendorff's alpha
-              study.py          the reference study's registry (study.yaml): models, figures
+Rooms, lowest first: each imports only from the rooms listed before it (finetune/ and providers/
+only from ground/), never in a cycle; tests/test_import_graph.py checks it from the source.
+    ground/       what every package may import: errors, home, jsonl, digest, version, names,
+                  stats (the one bootstrap engine and Krippendorff's alpha), abstracts (the
+                  reference study's cleaning and prompt split), freshness (when a record first
+                  appeared), subtasks (the hepth_completion subtasks: names, metrics, fresh twins)
+    study/        registry.py + study.yaml (the reference study's models and figures),
+                  marker.py (what a reproduced run stands for), reproduce.py (`feyntune reproduce`)
+    runs/         lmeval_outputs.py (the one reader of lm-eval's results_*.json / samples_*.jsonl),
+                  identity.py (which model a run evaluated), labels.py (what each run is called)
+    evaluate/     command.py (`feyntune eval`), documents.py, fresh_documents.py, metrics.py,
+                  contamination.py + cutoffs.yaml (model training cut-offs against the documents)
+    review/       command.py (`feyntune review build|import`), blind_page.py, criteria.py,
+                  rating_import.py, human_ratings.py (results/human_ratings.json), uncertainty.py
+    judge/        command.py (`feyntune judge [agreement]`), items.py, rubric.py, rate.py,
+                  judge_ratings.py (results/judge_ratings.json), human_agreement.py
+    leaderboard/  command.py (`feyntune leaderboard`), rows.py, compare.py, render.py, page.py,
+                  figures.py
+The command modules sit above every room (reproduce.py among them), the demo and the CLI above all.
 """
-
-__version__ = "0.1.0"

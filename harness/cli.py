@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from harness import __version__
 from harness.ground.errors import FeynTuneError
+from harness.ground.version import __version__
 
 # Order is the pipeline's order, as shown by `feyntune --help`.
 COMMAND_MODULES = [

@@ -141,8 +141,8 @@ def verdict(runs_dir: Path) -> str:
     bootstrap (harness.ground.stats) of the per-abstract differences, not two overlapping intervals.
     """
     from harness.leaderboard.compare import change_against_base
-    from harness.leaderboard.rows import run_labels
     from harness.runs import lmeval_outputs
+    from harness.runs.labels import run_labels
 
     scanned = lmeval_outputs.scan(runs_dir).runs
     labels = run_labels(scanned)

@@ -27,7 +27,8 @@ from harness.ground.freshness import (
     from_text,
     parse_cut,
 )
-from harness.runs.lmeval_outputs import iter_samples, parse_model_args
+from harness.runs.identity import model_name, parse_model_args
+from harness.runs.lmeval_outputs import iter_samples
 
 CUTOFFS_FILE = Path(__file__).with_name("cutoffs.yaml")
 
@@ -89,11 +90,7 @@ def model_name_from_args(model_args: str | dict | None) -> str | None:
     API models); the base model, not an adapter, is what was pre-trained."""
     if not model_args:
         return None
-    pairs = parse_model_args(model_args)
-    for key in ("pretrained", "model", "model_name", "engine"):
-        if pairs.get(key):
-            return str(pairs[key]).strip()
-    return None
+    return model_name(parse_model_args(model_args))
 
 
 def documents_predating(first_versions: list[FirstVersion], cutoff: ModelCutoff) -> dict[str, int]:

@@ -39,8 +39,8 @@ def _document_name(arxiv_id: str | None, doc_id: int) -> str:
 def completions(runs_dir: Path, models: list[str] | None) -> tuple[list[ModelDocs], list[str]]:
     """Each chosen run's completed documents; and messages (files the reader left out)."""
     from harness.ground.subtasks import GEN_TASK
-    from harness.leaderboard.rows import run_labels
     from harness.review.blind_page import choose_runs
+    from harness.runs.labels import run_labels
     from harness.runs.lmeval_outputs import scan
 
     runs_dir = Path(runs_dir)

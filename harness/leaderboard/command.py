@@ -30,27 +30,29 @@ class Built:
 def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
           reported_file: Path | None = None, judge_ratings: Path | None = None) -> Built:
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
-    from harness.leaderboard import compare, figures, page, render
-    from harness.leaderboard import rows as table
-    from harness.review import human_ratings as human
+    from harness.leaderboard import compare, figures, page, render, rows
+    from harness.review import human_ratings
     from harness.runs import lmeval_outputs
+    from harness.runs.labels import run_labels
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    if runs_dir.exists() and not runs_dir.is_dir():
-        raise FeynTuneError(f"--runs {runs_dir} is not a folder")
+    if not runs_dir.is_dir():
+        raise FeynTuneError(f"--runs {runs_dir} is not a folder" if runs_dir.exists() else
+                            f"--runs {runs_dir}: no such folder (the lm-eval runs that "
+                            "`feyntune eval` and `feyntune reproduce` write)")
     scan = lmeval_outputs.scan(runs_dir)
-    reported = table.load_reported(reported_file or table.REPORTED_FILE)
+    reported = rows.load_reported(reported_file or rows.REPORTED_FILE)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
                             "`feyntune review import`)")
-    ratings_path = ratings if ratings is not None else out_dir / human.DEFAULT_NAME
-    rated, extras = human.load(ratings_path)
-    rated_by_key = human.by_key(rated)
+    ratings_path = ratings if ratings is not None else out_dir / human_ratings.DEFAULT_NAME
+    rated, extras = human_ratings.load(ratings_path)
+    rated_by_key = human_ratings.by_key(rated)
     judged = _judge_ratings(judge_ratings, out_dir)
-    measured_rows, reported_rows = table.build_rows(
+    measured_rows, reported_rows = rows.build_rows(
         scan.runs, reported, rated_by_key,
-        human.by_key(judged.get("models", [])) if judged else None)
-    labels = table.run_labels(scan.runs)
+        human_ratings.by_key(judged.get("models", [])) if judged else None)
+    labels = run_labels(scan.runs)
     compare.compare_measured(measured_rows, scan.runs, labels, reported)
     on_reported = compare.fill_reported_human(reported_rows, rated, extras)
     notes = [f"{labels[run.run_id]}: {note}" for run in sorted(scan.runs, key=lambda r: r.run_id)
@@ -95,12 +97,12 @@ def _unmatched_ratings(rated: list[dict], runs: list, labels: dict[str, str]) ->
 
 
 def _judge_ratings(path: Path | None, out_dir: Path) -> dict | None:
-    from harness.judge import judge_ratings as ratings
+    from harness.judge import judge_ratings
 
     if path is not None and not Path(path).is_file():
         raise FeynTuneError(f"--judge-ratings {path} does not exist (write it with "
                             "`feyntune judge`)")
-    return ratings.load(path if path is not None else out_dir / ratings.DEFAULT_NAME)
+    return judge_ratings.load(path if path is not None else out_dir / judge_ratings.DEFAULT_NAME)
 
 
 def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
@@ -108,7 +110,7 @@ def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
     are no row here."""
     if not judged:
         return []
-    from harness.judge import human_agreement as agreement
+    from harness.judge import human_agreement
 
     judges = [j["judge"] for j in judged.get("judges", [])]
     rubric = (judged.get("rubric") or {}).get("version")
@@ -117,9 +119,9 @@ def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
                 else "every chosen completion scored")
     notes = [f"Judge column: {', '.join(judges)} on rubric {rubric}, seed {judged.get('seed')}; "
              + left_out]
-    notes += [line.strip() for line in agreement.describe_judges(judged.get("between_judges"))]
+    notes += [line.strip() for line in human_agreement.describe_judges(judged.get("between_judges"))]
     if judged.get("agreement"):
-        notes += [line.strip() for line in agreement.describe(judged["agreement"], judges)]
+        notes += [line.strip() for line in human_agreement.describe(judged["agreement"], judges)]
     for entry in judged.get("models", []):
         if entry.get("run") not in known and entry.get("model") not in known:
             mean = entry.get("mean")

@@ -12,9 +12,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.ground.names import short_name
 from harness.ground.stats import bootstrap_gap, bootstrap_mean
 from harness.ground.subtasks import FRESH_PAIRS, GEN_TASK, PPL_TASK, per_document_metrics
 from harness.runs.identity import LORA_ALL, LORA_QKV
+from harness.runs.labels import run_labels
 from harness.runs.lmeval_outputs import Run
 from harness.study.registry import REGISTRY_FILE, Registry
 
@@ -243,24 +245,6 @@ def measured_row(run: Run, label: str, human: dict | None, judge: dict | None = 
     return row
 
 
-def run_labels(runs: list[Run]) -> dict[str, str]:
-    """Each run's model label; runs of one model are told apart by their date."""
-    counts: dict[tuple, int] = {}
-    for run in runs:
-        counts[run.identity.key] = counts.get(run.identity.key, 0) + 1
-    labels = {}
-    for run in runs:
-        label = run.identity.label
-        if counts[run.identity.key] > 1:
-            label = f"{label} ({run.date_label})"
-        labels[run.run_id] = label
-    # Two runs of one model started in the same second: fall back to the run path.
-    seen: dict[str, int] = {}
-    for label in labels.values():
-        seen[label] = seen.get(label, 0) + 1
-    return {rid: (f"{lab} [{rid}]" if seen[lab] > 1 else lab) for rid, lab in labels.items()}
-
-
 def load_reported(path: Path = REPORTED_FILE) -> Registry:
     """The study registry (harness.study.registry reads and checks it)."""
     from harness.study import registry as study
@@ -271,7 +255,7 @@ def load_reported(path: Path = REPORTED_FILE) -> Registry:
 def reported_rows(registry: Registry) -> list[dict]:
     """The reference study's published figures, one row per model it named."""
     base = registry.base
-    short = base.hub.rsplit("/", 1)[-1]
+    short = short_name(base.hub)
     human = registry.human
     categories = human.get("categories") or {}
     rows = []

@@ -19,8 +19,8 @@ from string import Template
 
 from harness.ground.errors import FeynTuneError
 from harness.ground.subtasks import GEN_TASK
-from harness.leaderboard.rows import run_labels
 from harness.review.criteria import CRITERIA, MAX_SCORE, MIN_SCORE, RATINGS_COLUMNS
+from harness.runs.labels import run_labels
 from harness.runs.lmeval_outputs import Run, scan
 
 TEMPLATE = Path(__file__).with_name("page.html")

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.runs.lmeval_outputs import parse_model_args
+from harness.ground.names import short_name
+from harness.study.marker import study_marker
 
 LORA_ALL = "LoRA-all"
 LORA_QKV = "LoRA-QKV"
@@ -26,14 +27,17 @@ _QKV = re.compile(r"qkv", re.IGNORECASE)
 # The published LoRA-all adapters end in "-base" (optionally "_vN"); "lora-all"/"_all" says so too.
 _ALL = re.compile(r"(?:lora[-_]?all|[-_]all(?:$|[-_/])|-L-[\w.-]+-base(?:_v\d+)?$)", re.IGNORECASE)
 # API model classes of lm-eval itself, for runs that did not go through our `provider` model.
-# Key of the block `feyntune reproduce` puts into lm-eval's --metadata (kept by lm-eval in
-# the results file, configs.<task>.metadata): which study model the evaluated weights stand for.
-STUDY_METADATA = "feyntune_study"
 _API_MODEL_CLASSES = {
     "openai-completions", "openai-chat-completions", "local-completions", "local-chat-completions",
     "anthropic-completions", "anthropic-chat", "anthropic-chat-completions", "gemini",
     "textsynth", "watsonx_llm",
 }
+
+
+# lm-eval model_args keys that name the evaluated weights: a local model's (hf, vllm), then an
+# API model's. The base model, not an adapter, is what was pre-trained.
+LOCAL_MODEL_KEYS = ("pretrained", "path")
+API_MODEL_KEYS = ("model", "engine", "model_name")
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,27 @@ class ModelIdentity:
         return (self.base, self.adapter, self.mix, self.lora, self.provider, self.model)
 
 
-def short_name(name: str) -> str:
-    """A hub id's model part or a folder's name: "meta-llama/Llama-3.1-8B" -> "Llama-3.1-8B"."""
-    return name.rstrip("/").rsplit("/", 1)[-1] or name
+def parse_model_args(model_args) -> dict:
+    """lm-eval's model_args as a dict, whether it was recorded as a dict or a "k=v,k=v" string."""
+    if isinstance(model_args, dict):
+        return {str(k): v for k, v in model_args.items()}
+    if not isinstance(model_args, str):
+        return {}
+    parsed = {}
+    for part in model_args.split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def model_name(args: dict, keys: tuple[str, ...] = LOCAL_MODEL_KEYS + API_MODEL_KEYS) -> str | None:
+    """The first of `keys` that model_args (parsed) gives a non-empty text for."""
+    for key in keys:
+        value = args.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
 
 
 def display_name(name: str | None) -> str | None:
@@ -156,18 +178,6 @@ def _manifest_facts(manifest: dict) -> dict:
     return {"base": base, "lora": variant, "mix": mix}
 
 
-def study_marker(results: dict) -> dict | None:
-    """The reproduce block recorded in one lm-eval results file, or None."""
-    configs = results.get("configs") if isinstance(results.get("configs"), dict) else {}
-    for config in configs.values():
-        config = config if isinstance(config, dict) else {}
-        metadata = config.get("metadata") if isinstance(config.get("metadata"), dict) else {}
-        block = metadata.get(STUDY_METADATA)
-        if isinstance(block, dict) and isinstance(block.get("study"), str):
-            return block
-    return None
-
-
 def identify(config: dict, general: dict | None = None) -> ModelIdentity:
     """The model of one lm-eval results file (`config` block; `general` = the file's top level)."""
     general = general or {}
@@ -184,13 +194,13 @@ def identify(config: dict, general: dict | None = None) -> ModelIdentity:
 
     provider = args.get("provider")
     if provider or model_class == "provider" or model_class in _API_MODEL_CLASSES:
-        name = args.get("model") or args.get("engine") or general.get("model_name")
+        name = model_name(args, API_MODEL_KEYS) or general.get("model_name")
         return ModelIdentity(
             provider=str(provider or model_class), model=str(name) if name else None
         )
 
-    pretrained = args.get("pretrained") or args.get("path")
-    if not isinstance(pretrained, str) or not pretrained:
+    pretrained = model_name(args, LOCAL_MODEL_KEYS)
+    if not pretrained:
         # Python API with a model object: lm-eval records its _name_or_path as `config.model`.
         pretrained = model_class or general.get("model_name")
     adapter = args.get("peft") or args.get("delta")

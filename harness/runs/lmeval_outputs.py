@@ -22,12 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.ground.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
-
-if TYPE_CHECKING:  # identity reads model_args with parse_model_args below
-    from harness.runs.identity import ModelIdentity
+from harness.runs.identity import ModelIdentity, identify
+from harness.study.marker import study_marker
 
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
@@ -70,6 +68,7 @@ class Run:
     aggregates: dict[str, dict[str, float]]  # task -> metric -> lm-eval's aggregate
     samples: dict[str, list[Document]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    study: dict | None = None       # the block of `feyntune reproduce` (harness.study.marker)
 
     @property
     def date_label(self) -> str:
@@ -80,20 +79,6 @@ class Run:
 class RunsScan:
     runs: list[Run]
     skips: list[Skip]
-
-
-def parse_model_args(model_args) -> dict:
-    """lm-eval's model_args as a dict, whether it was recorded as a dict or a "k=v,k=v" string."""
-    if isinstance(model_args, dict):
-        return {str(k): v for k, v in model_args.items()}
-    if not isinstance(model_args, str):
-        return {}
-    parsed = {}
-    for part in model_args.split(","):
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def iter_samples(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -317,8 +302,10 @@ def _load_results(path: Path) -> dict:
     return results
 
 
-def scan(runs_dir: Path) -> RunsScan:
-    """Every usable run under `runs_dir` (any depth) and every file left out, with why."""
+def scan(runs_dir: Path, since: float | None = None) -> RunsScan:
+    """Every usable run under `runs_dir` (any depth) and every file left out, with why; with
+    `since` (a time.time()), only the files written at or after it: what one lm-eval call just
+    wrote, without reading the earlier runs beside it again."""
     runs_dir = Path(runs_dir)
     runs: list[Run] = []
     skips: list[Skip] = []
@@ -327,9 +314,8 @@ def scan(runs_dir: Path) -> RunsScan:
 
     from tqdm import tqdm
 
-    from harness.runs.identity import identify
-
-    files = sorted(p for p in runs_dir.rglob("*") if p.is_file())
+    files = sorted(p for p in runs_dir.rglob("*")
+                   if p.is_file() and (since is None or p.stat().st_mtime >= since))
     results_files = [p for p in files
                      if p.name.startswith(RESULTS_PREFIX) and p.name.endswith(".json")]
     claimed: set[Path] = set()
@@ -348,6 +334,7 @@ def scan(runs_dir: Path) -> RunsScan:
                 started=_started(results, date_id),
                 settings=_settings(results),
                 aggregates=_aggregates(results),
+                study=study_marker(results),
             )
         except _BAD_CONTENT as err:
             skips.append(Skip(rel, _reason(err)))

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from harness.ground.errors import FeynTuneError
+from harness.ground.names import short_name
 
 REGISTRY_FILE = Path(__file__).with_name("study.yaml")
 BASE = "Base"
@@ -131,9 +132,7 @@ def study_name_of(identity, registry: Registry | None = None) -> str | None:
     """The study model a measured row is, from its identity: the registry's base model alone is
     `Base`; that base with a LoRA variant and a mix is the adapter's name (`s3`, `s3_qkv`);
     a commercial model whose name the study rated (ChatGPT-4) keeps it. Local stand-ins are
-    named by `feyntune reproduce` (harness.runs.identity.study_marker), not here."""
-    from harness.runs.identity import short_name
-
+    named by `feyntune reproduce` (harness.study.marker), not here."""
     registry = registry or load()
     if identity.is_api:
         return registry.name_of(identity.model or "", commercial_only=True)

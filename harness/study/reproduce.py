@@ -25,6 +25,7 @@ from pathlib import Path
 
 from harness.evaluate.documents import user_path
 from harness.ground.errors import FeynTuneError
+from harness.ground.names import short_name
 from harness.ground.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
 
 TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
@@ -42,7 +43,7 @@ class Planned:
     is_base: bool
     out: Path                  # this model's run folder
     todo: tuple[str, ...]      # subtasks still to run
-    marker: dict               # what the run stands for (harness.leaderboard.compare)
+    marker: dict               # what the run stands for (harness.study.marker)
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def adapter_source(model, adapters_dir: Path | None, overrides: dict[str, str]) 
         return overrides[model.study]
     if adapters_dir is None:
         return model.hub
-    names = (model.study, model.hub.rsplit("/", 1)[-1])
+    names = (model.study, short_name(model.hub))
     for name in names:
         if (adapters_dir / name / "adapter_config.json").is_file():
             return str(adapters_dir / name)
@@ -72,21 +73,15 @@ def adapter_source(model, adapters_dir: Path | None, overrides: dict[str, str]) 
                         f"{' or '.join(names)} with adapter_config.json)")
 
 
-def finished_tasks(out: Path, marker: dict) -> set[str]:
+def finished_tasks(out: Path, marker: dict, since: float | None = None) -> set[str]:
     """Subtasks with a complete results + samples pair in a model's run folder, from a run of
     the same model with the same settings (`marker`): one with another --limit, --dtype,
-    --data or token cap is not this run's result."""
+    --data or token cap is not this run's result. `since`: only the runs written after it."""
     from harness.runs import lmeval_outputs
-    from harness.runs.identity import study_marker
 
-    if not out.is_dir():
-        return set()
     done = set()
-    for run in lmeval_outputs.scan(out).runs:
-        try:
-            recorded = study_marker(json.loads((out / f"{run.run_id}.json").read_text("utf-8")))
-        except (OSError, ValueError):
-            continue
+    for run in lmeval_outputs.scan(out, since=since).runs:
+        recorded = run.study
         if recorded and all(recorded.get(key) == value for key, value in marker.items()):
             done.update(run.samples)
     return done
@@ -257,7 +252,7 @@ class Options:
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
     from harness.evaluate.command import run_lm_eval
-    from harness.runs.identity import STUDY_METADATA
+    from harness.study.marker import STUDY_METADATA
 
     weights = opts.base
     folder = None
@@ -272,10 +267,11 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
                         opts.batch_size, opts.limit, opts.device, opts.seed)
+    started = time.time() - 1.0  # file times have coarse resolution on some filesystems
     code = run_lm_eval(argv)
     if code != 0:
         raise FeynTuneError(f"lm-eval exited with {code}")
-    missing = set(item.todo) - finished_tasks(item.out, item.marker)
+    missing = set(item.todo) - finished_tasks(item.out, item.marker, since=started)
     if missing:
         raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
     if folder is not None and not opts.keep_merged:
