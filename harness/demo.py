@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from harness.ground.errors import FeynTuneError
+from harness.ground.subtasks import RESULTS_DIR, RUNS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SNAPSHOT = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-sample.jsonl"
@@ -35,8 +36,8 @@ class DemoConfig:
     snapshot: Path = field(default_factory=lambda: Path(
         os.environ.get("FEYNTUNE_DEMO_SNAPSHOT", DEFAULT_SNAPSHOT)))
     work: Path = REPO / "demo"                # curated data and adapters (not committed)
-    runs: Path = REPO / "results" / "runs"    # lm-eval outputs (the committed leaderboard)
-    results: Path = REPO / "results"
+    runs: Path = REPO / RUNS_DIR              # lm-eval outputs (the committed leaderboard)
+    results: Path = REPO / RESULTS_DIR
     sets: tuple[str, ...] = ("s1", "s3")
     train_set: str = "s1"
     max_steps: int = 20
@@ -140,7 +141,8 @@ def verdict(runs_dir: Path) -> str:
     The base and the adapters score the same abstracts, so the fair comparison is paired: the
     bootstrap (harness.ground.stats) of the per-abstract differences, not two overlapping intervals.
     """
-    from harness.leaderboard.compare import change_against_base
+    from harness.leaderboard.compare import change_against_base, change_verdict
+    from harness.review.uncertainty import ci_text
     from harness.runs import lmeval_outputs
     from harness.runs.labels import run_labels
 
@@ -159,11 +161,11 @@ def verdict(runs_dir: Path) -> str:
             continue
         _, paired = found
         diff = paired.change
-        beats = diff.ci_high < 0
+        beats = change_verdict(diff.ci_low, diff.ci_high) == "lower"
         lines.append(
             f"  {labels[run.run_id]}: {'YES' if beats else 'NOT SHOWN'} -- PPL "
             f"{paired.mean:.2f} vs base {paired.reference_mean:.2f} on {paired.n} abstracts, "
-            f"change {diff.mean:+.2f} [95% CI {diff.ci_low:+.2f}, {diff.ci_high:+.2f}]")
+            f"change {diff.mean:+.2f} {ci_text(diff.ci_low, diff.ci_high, sign=True)}")
     if len(lines) == 1:
         lines.append("  no adapter with its base model among the runs")
     return "\n".join(lines)

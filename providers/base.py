@@ -228,6 +228,12 @@ class Usage:
         self.input_tokens += completion.input_tokens
         self.output_tokens += completion.output_tokens
 
+    def include(self, other: Usage) -> None:
+        """Add another count to this one (a job run in several passes)."""
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens}

@@ -145,28 +145,30 @@ class RunReport:
         ]
 
     def summary(self) -> dict[str, Any]:
-        ident = self.provider
         refused = sum(bool(o.completion and o.completion.refused) for o in self.outcomes)
-        return {
-            "requests": len(self.outcomes),
-            "sent": self.sent,
-            "from_cache": self.cached,
-            "retries": self.retries,
-            "document_errors": sum(o.kind == "document_error" for o in self.outcomes),
-            "refused": refused,
-            "wall_s": round(self.wall_s, 3),
-            "usage_this_run": self.usage_run.as_dict(),
-            "usage_all_answers": self.usage_all.as_dict(),
-            "cost_this_run": pricing.estimate(
-                ident["provider"], ident["model"],
-                self.usage_run.input_tokens, self.usage_run.output_tokens,
-            ),
-            "cost_all_answers": pricing.estimate(
-                ident["provider"], ident["model"],
-                self.usage_all.input_tokens, self.usage_all.output_tokens,
-            ),
-            "cache": self.cache_path,
-        }
+        return {**summary_figures(
+            self.provider["provider"], self.provider["model"], requests=len(self.outcomes),
+            sent=self.sent, from_cache=self.cached, retries=self.retries,
+            document_errors=sum(o.kind == "document_error" for o in self.outcomes),
+            refused=refused, wall_s=self.wall_s, usage_run=self.usage_run,
+            usage_all=self.usage_all), "cache": self.cache_path}
+
+
+def summary_figures(provider: str, model: str, *, requests: int, sent: int, from_cache: int,
+                    retries: int, document_errors: int, refused: int, wall_s: float,
+                    usage_run: Usage, usage_all: Usage) -> dict[str, Any]:
+    """What a run of requests did and cost, in the shape format_summary prints (the runner's
+    RunReport and the judge's several passes both report with it)."""
+    return {
+        "requests": requests, "sent": sent, "from_cache": from_cache, "retries": retries,
+        "document_errors": document_errors, "refused": refused, "wall_s": round(wall_s, 3),
+        "usage_this_run": usage_run.as_dict(),
+        "usage_all_answers": usage_all.as_dict(),
+        "cost_this_run": pricing.estimate(provider, model, usage_run.input_tokens,
+                                          usage_run.output_tokens),
+        "cost_all_answers": pricing.estimate(provider, model, usage_all.input_tokens,
+                                             usage_all.output_tokens),
+    }
 
 
 def estimate_tokens(instruction: str, prompt: str, settings: GenerationSettings) -> float:

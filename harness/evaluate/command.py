@@ -14,7 +14,7 @@ takes every argument of `lm_eval` (see `lm_eval run --help`), and
 - always logs samples (the bootstrap reads them) and writes under results/runs when no
   --output_path is given,
 - then prints, for each metric in the samples it wrote, the arithmetic mean with the bootstrap
-  of the mean (9,999 resamples, random state 1, 95% percentile interval),
+  of the mean (the study's settings, harness/ground/stats.py; 95% percentile interval),
 - and warns when documents were first versioned before the evaluated model's training cut-off
   (harness/evaluate/cutoffs.yaml); `--tasks hepth_completion_fresh` evaluates on newer ones only.
 """
@@ -186,7 +186,9 @@ def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
 
 def format_summary(rows: list[dict]) -> str:
     head = f"{'task':<26} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
-    lines = ["bootstrap of the mean (9,999 resamples, random state 1, percentile interval)", head]
+    from harness.ground.stats import SETTINGS_TEXT
+
+    lines = [f"bootstrap of the mean ({SETTINGS_TEXT}, percentile interval)", head]
     for r in rows:
         lines.append(f"{r['task']:<26} {r['metric']:<17} {r['n']:>6} {r['mean']:>10.4f} "
                      f"{r['boot_mean']:>10.4f} {r['boot_std']:>9.4f}  [{r['ci_low']:.4f}, {r['ci_high']:.4f}]")

@@ -1,5 +1,5 @@
 """Reading the project's JSON-lines files (curated splits, document files) and its own JSON
-files (ratings, review keys): one reader each, one set of errors."""
+files (ratings, review keys): one reader each, one set of errors; and writing its JSON files."""
 
 from __future__ import annotations
 
@@ -37,3 +37,14 @@ def read_json(path: Path, what: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise FeynTuneError(f"cannot read the {what} {path}: {err}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """`data` as indented, key-sorted JSON; written beside, then renamed, so an interrupted
+    write never leaves half of what the file held before."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                       encoding="utf-8")
+    partial.replace(path)

@@ -21,6 +21,13 @@ import numpy as np
 
 from harness.ground.errors import FeynTuneError
 
+# The reference study's bootstrap settings, for every interval the harness reports.
+N_RESAMPLES = 9999
+CONFIDENCE_LEVEL = 0.95
+RANDOM_STATE = 1
+# ... and as the tables and summaries state them.
+SETTINGS_TEXT = f"{N_RESAMPLES:,} resamples, random state {RANDOM_STATE}"
+
 # Elements of one block of resample indices; RandomState's stream does not depend on the block.
 _BLOCK_ELEMENTS = 1 << 22
 
@@ -91,9 +98,9 @@ def _check_settings(name: str, n_resamples: int, confidence_level: float) -> Non
 
 def bootstrap_mean(
     values: Iterable[float],
-    n_resamples: int = 9999,
-    confidence_level: float = 0.95,
-    random_state: int = 1,
+    n_resamples: int = N_RESAMPLES,
+    confidence_level: float = CONFIDENCE_LEVEL,
+    random_state: int = RANDOM_STATE,
 ) -> BootstrapResult:
     """Percentile bootstrap of the mean, identical to scipy.stats.bootstrap(method="percentile").
 
@@ -137,8 +144,9 @@ class Gap:
         return asdict(self)
 
 
-def bootstrap_gap(standard: Iterable[float], fresh: Iterable[float], n_resamples: int = 9999,
-                  confidence_level: float = 0.95, random_state: int = 1) -> Gap:
+def bootstrap_gap(standard: Iterable[float], fresh: Iterable[float],
+                  n_resamples: int = N_RESAMPLES, confidence_level: float = CONFIDENCE_LEVEL,
+                  random_state: int = RANDOM_STATE) -> Gap:
     """mean(fresh) - mean(standard) with its percentile bootstrap interval: the two samples are
     different documents, so nothing pairs them and each is resampled on its own.
 

@@ -17,8 +17,10 @@ GROUP = "hepth_completion"
 FRESH_GROUP = "hepth_completion_fresh"
 # Where `feyntune data build --fresh-after` writes the fresh test split, inside its output folder.
 FRESH_DIR = "hepth-fresh"
-# Where `feyntune eval` writes when no --output_path is given, and the leaderboard reads.
-RUNS_DIR = "results/runs"
+# Where the leaderboard and the rating files go, and where `feyntune eval` writes when no
+# --output_path is given (and the leaderboard, review and judge read).
+RESULTS_DIR = "results"
+RUNS_DIR = f"{RESULTS_DIR}/runs"
 
 GEN_TASK = "hepth_completion_gen"
 PPL_TASK = "hepth_completion_ppl"

@@ -6,11 +6,11 @@
     feyntune judge agreement ratings-*.csv [--key review/key.json]
         -> agreement figures, printed and stored for the leaderboard's notes
 
-    rubric.py     the versioned judge instruction, request text, answer check
-    items.py      which completions are rated, in which (seeded) order
-    rate.py       one judge over all items through the provider layer; re-asks bad answers
-    ratings.py    judge_ratings.json and per-model means with bootstrap intervals
-    agreement.py  judge vs humans, judges vs each other
+    rubric.py           the versioned judge instruction, request text, answer check
+    items.py            which completions are rated, in which (seeded) order
+    rate.py             one judge over all items through the provider layer; re-asks bad answers
+    judge_ratings.py    judge_ratings.json and per-model means with bootstrap intervals
+    human_agreement.py  judge vs humans, judges vs each other
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ def _n(text: str) -> int | None:
 def _previous(path: Path) -> dict | None:
     """The ratings file this command wrote before, if any; an error for any other file, which
     is never replaced."""
-    from harness.judge import judge_ratings as ratings
+    from harness.judge import judge_ratings
 
     if path.exists() and not path.is_file():
         raise FeynTuneError(f"--out {path} is not a file")
-    return ratings.load(path)
+    return judge_ratings.load(path)
 
 
 def _estimate(items, specs, settings) -> list[str]:
@@ -66,34 +66,25 @@ def _entry_order(entry: dict) -> tuple:
     return entry["model"], entry["run"], entry["document"], entry["judge"]
 
 
-def _rate(args) -> int:
-    from harness.judge import human_agreement as agreement
-    from harness.judge import items, rate
-    from harness.judge import judge_ratings as ratings
-    from harness.judge.rubric import CURRENT
-    from providers.base import GenerationSettings
-    from providers.cache import CompletionCache
-    from providers.runner import format_summary
+def _judges(names: list[str] | None) -> list:
+    """The --judge specs, each named once."""
+    from harness.judge import rate
 
-    if not args.judge:
+    if not names:
         raise FeynTuneError("name at least one judge: --judge PROVIDER:MODEL "
                             "(e.g. --judge anthropic:claude-sonnet-4-5)")
-    specs = [rate.parse_judge(text) for text in args.judge]
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise FeynTuneError(f"--judge: a judge is named twice ({', '.join(names)})")
-    out = Path(args.out)
-    previous = _previous(out)
-    settings = GenerationSettings(temperature=args.temperature,
-                                  max_tokens=args.max_tokens)
-    models, messages = items.completions(Path(args.runs), args.models)
-    chosen, more = items.plan(models, _n(args.n), args.seed)
-    for message in messages + more:
-        print(f"feyntune judge: {message}", file=sys.stderr)
-    for line in _estimate(chosen, specs, settings):
-        print(f"estimate: {line}")
-    if args.estimate:
-        return 0
+    specs = [rate.parse_judge(text) for text in names]
+    shown = [s.name for s in specs]
+    if len(set(shown)) != len(shown):
+        raise FeynTuneError(f"--judge: a judge is named twice ({', '.join(shown)})")
+    return specs
+
+
+def _rate_all(chosen: list, specs: list, settings, args) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every judge over the chosen items: (scored documents, failed ones, one entry per judge),
+    each judge's run reported as it finishes."""
+    from harness.judge import rate
+    from providers.cache import CompletionCache
 
     cache = CompletionCache()
     documents, failed, judges = [], [], []
@@ -115,60 +106,102 @@ def _rate(args) -> int:
             "usage_all_answers": result.usage_all.as_dict(),
             "cost_all_answers": result.cost(result.usage_all),
         })
-        print(format_summary(result.summary(), f"judge {spec.name}"))
-        print(f"  {len(chosen)} completion(s): {len(result.scores)} scored, "
-              f"{len(result.failed)} without a usable answer, {result.reasked} re-asked")
-        for index, reason in sorted(result.failed.items()):
-            print(f"feyntune judge: {spec.name}: {chosen[index].model} / "
-                  f"{chosen[index].document}: {reason}", file=sys.stderr)
-    if not documents:
-        raise FeynTuneError(f"no judge gave a usable answer ({len(failed)} failed); nothing "
-                            f"written to {out}")
+        _print_judge(result, chosen)
     documents.sort(key=_entry_order)
     failed.sort(key=_entry_order)
-    summary = ratings.summarise(documents)
-    between = agreement.between_judges(documents)
+    return documents, failed, judges
+
+
+def _print_judge(result, chosen: list) -> None:
+    from providers.runner import format_summary
+
+    name = result.spec.name
+    print(format_summary(result.summary(), f"judge {name}"))
+    print(f"  {len(chosen)} completion(s): {len(result.scores)} scored, "
+          f"{len(result.failed)} without a usable answer, {result.reasked} re-asked")
+    for index, reason in sorted(result.failed.items()):
+        print(f"feyntune judge: {name}: {chosen[index].model} / "
+              f"{chosen[index].document}: {reason}", file=sys.stderr)
+
+
+def _ratings_data(args, settings, chosen: list, judges: list[dict], documents: list[dict],
+                  failed: list[dict], previous: dict | None) -> dict:
+    """What judge_ratings.json holds; the agreement with people is kept only while the judge's
+    scores are the same ones it was computed on."""
+    from harness.judge import human_agreement, judge_ratings
+    from harness.judge.rubric import CURRENT
+
     data = {
         "rubric": CURRENT.as_dict(), "seed": args.seed, "n": args.n,
         "runs_folder": str(args.runs), "settings": settings.as_dict(),
-        "answer_retries": args.answer_retries, "judges": judges, "models": summary,
-        "documents": documents, "failed": failed,
-        "order": [[i.run, i.document] for i in chosen], "between_judges": between,
+        "answer_retries": args.answer_retries, "judges": judges,
+        "models": judge_ratings.summarise(documents), "documents": documents, "failed": failed,
+        "order": [[i.run, i.document] for i in chosen],
+        "between_judges": human_agreement.between_judges(documents),
     }
-    # The agreement with people stays valid only while the judge's scores are the same ones.
     if previous and previous.get("agreement") and previous.get("documents") == documents:
         data["agreement"] = previous["agreement"]
     elif previous and previous.get("agreement"):
         print("feyntune judge: the judge scores changed; run `feyntune judge agreement` again",
               file=sys.stderr)
-    ratings.save(out, data)
-    for line in agreement.describe_judges(between):
+    return data
+
+
+def _print_ratings(data: dict, out: Path) -> None:
+    from harness.judge import human_agreement
+    from harness.review.uncertainty import ci_text
+
+    for line in human_agreement.describe_judges(data["between_judges"]):
         print(line)
-    for model in summary:
-        print(f"  {model['model']}: judge {model['mean']:.2f} [95% CI {model['ci_low']:.2f}, "
-              f"{model['ci_high']:.2f}] ({model['documents']} document(s))")
+    for model in data["models"]:
+        print(f"  {model['model']}: judge {model['mean']:.2f} "
+              f"{ci_text(model['ci_low'], model['ci_high'])} ({model['documents']} document(s))")
     print(f"judge ratings -> {out} (run `feyntune leaderboard` to show them)")
+
+
+def _rate(args) -> int:
+    from harness.judge import items, judge_ratings
+    from providers.base import GenerationSettings
+
+    specs = _judges(args.judge)
+    out = Path(args.out)
+    previous = _previous(out)
+    settings = GenerationSettings(temperature=args.temperature, max_tokens=args.max_tokens)
+    models, messages = items.completions(Path(args.runs), args.models)
+    chosen, more = items.plan(models, _n(args.n), args.seed)
+    for message in messages + more:
+        print(f"feyntune judge: {message}", file=sys.stderr)
+    for line in _estimate(chosen, specs, settings):
+        print(f"estimate: {line}")
+    if args.estimate:
+        return 0
+    documents, failed, judges = _rate_all(chosen, specs, settings, args)
+    if not documents:
+        raise FeynTuneError(f"no judge gave a usable answer ({len(failed)} failed); nothing "
+                            f"written to {out}")
+    data = _ratings_data(args, settings, chosen, judges, documents, failed, previous)
+    judge_ratings.save(out, data)
+    _print_ratings(data, out)
     return 0
 
 
 def _agreement(args) -> int:
-    from harness.judge import human_agreement as agreement
-    from harness.judge import judge_ratings as ratings
-    from harness.review import rating_import as human
+    from harness.judge import human_agreement, judge_ratings
+    from harness.review import rating_import
 
     path = Path(args.ratings)
-    data = ratings.load(path)
+    data = judge_ratings.load(path)
     if data is None:
         raise FeynTuneError(f"no judge ratings at {path}: run `feyntune judge` first")
-    imported, key = human.read_rating_files(args.files, args.key, "judge agreement")
+    imported, key = rating_import.read_rating_files(args.files, args.key, "judge agreement")
     if key:  # page exports number the review's documents; the judge knows them by arXiv id
         numbers = {str(d["document"]): d.get("arxiv_id") for d in key.get("documents", [])}
         for rating in imported.ratings:
             rating.document = numbers.get(str(rating.document)) or rating.document
-    result = agreement.compare(data.get("documents", []), imported.ratings)
+    result = human_agreement.compare(data.get("documents", []), imported.ratings)
     data["agreement"] = result
-    ratings.save(path, data)
-    for line in agreement.describe(result, [j["judge"] for j in data.get("judges", [])]):
+    judge_ratings.save(path, data)
+    for line in human_agreement.describe(result, [j["judge"] for j in data.get("judges", [])]):
         print(line)
     print(f"agreement stored in {path} (the leaderboard shows it in its notes)")
     return 0
@@ -182,13 +215,13 @@ def register(sub) -> None:
         "review page's rubric (five criteria plus overall, 1-10). Each request shows the "
         "prompt, the true continuation and one completion, never the model's name. "
         "`feyntune judge agreement` compares the ratings with human ones.")
-    from harness.ground.subtasks import RUNS_DIR
-    from harness.judge import judge_ratings as ratings
-    from harness.judge import rate
+    from harness.ground.subtasks import RESULTS_DIR, RUNS_DIR
+    from harness.judge import judge_ratings, rate
+    from harness.review.blind_page import DEFAULT_SEED
     from providers.registry import PROVIDER_ARGS
     from providers.runner import LIMIT_ARGS
 
-    out = f"results/{ratings.DEFAULT_NAME}"
+    out = f"{RESULTS_DIR}/{judge_ratings.DEFAULT_NAME}"
     parser.add_argument("--judge", action="append", metavar="PROVIDER:MODEL[,key=value]",
                         help="judge model, repeatable (several are averaged); options as in "
                         f"--model_args of provider models: {', '.join([*PROVIDER_ARGS, *LIMIT_ARGS])}")
@@ -198,8 +231,8 @@ def register(sub) -> None:
                         "completions)")
     parser.add_argument("--n", default=str(DEFAULT_N), metavar="N|all",
                         help=f"documents per model (default: {DEFAULT_N})")
-    parser.add_argument("--seed", type=int, default=42, help="choice and order seed "
-                        "(default: 42)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="choice and order seed "
+                        f"(default: {DEFAULT_SEED})")
     parser.add_argument("--answer-retries", type=int, default=2,
                         help="re-asks after an answer that breaks the rubric (default: 2)")
     parser.add_argument("--temperature", type=float, default=0.0,

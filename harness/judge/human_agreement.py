@@ -19,6 +19,7 @@ from harness.ground.stats import bootstrap_mean
 from harness.ground.stats import interval_alpha as alpha
 from harness.judge.judge_ratings import document_scores, item_order
 from harness.review.criteria import OVERALL
+from harness.review.uncertainty import ci_text
 
 MIN_MODELS = 3  # a rank correlation of two models is always +1 or -1
 
@@ -149,8 +150,7 @@ def describe(result: dict, judges: list[str]) -> list[str]:
                      f"{_fmt(result['alpha_humans'])}")
     offset = result["offset"]
     lines.append(f"  judge minus human, mean offset: {_fmt(offset['mean'], sign=True)} "
-                 f"[95% CI {_fmt(offset['ci_low'], sign=True)}, "
-                 f"{_fmt(offset['ci_high'], sign=True)}]")
+                 + ci_text(offset["ci_low"], offset["ci_high"], sign=True))
     return lines
 
 

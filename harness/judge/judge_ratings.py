@@ -16,12 +16,11 @@ counts of this run's requests), so a re-run writes the same bytes.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from harness.ground.errors import FeynTuneError
-from harness.ground.jsonl import read_json
+from harness.ground.jsonl import read_json, write_json
 from harness.ground.stats import bootstrap_mean
 from harness.review.criteria import CRITERION_KEYS, OVERALL
 
@@ -74,10 +73,7 @@ def summarise(documents: list[dict]) -> list[dict]:
 
 
 def save(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**data, "format": FORMAT}, indent=2, ensure_ascii=False,
-                               sort_keys=True) + "\n", encoding="utf-8")
+    write_json(path, {**data, "format": FORMAT})
 
 
 def load(path: Path | None) -> dict | None:

@@ -17,7 +17,7 @@ from providers import pricing
 from providers.base import GenerationSettings, Usage
 from providers.cache import CompletionCache
 from providers.registry import PROVIDER_ARGS, create_provider, provider_key
-from providers.runner import LIMIT_ARGS, Request, RunLimits, run_requests
+from providers.runner import LIMIT_ARGS, Request, RunLimits, run_requests, summary_figures
 
 PROVIDER_ERROR = "provider error"
 # Scores are short JSON; reasoning models need more room (--max-tokens).
@@ -82,17 +82,13 @@ class JudgeResult:
                                 usage.output_tokens)
 
     def summary(self) -> dict:
-        """In the shape of the runner's RunReport.summary, for its format_summary."""
-        return {
-            "requests": self.usage_all.requests, "sent": self.sent,
-            "from_cache": self.usage_all.requests - self.sent, "retries": self.retries,
-            "document_errors": sum(r.startswith(PROVIDER_ERROR) for r in self.failed.values()),
-            "refused": self.refused, "wall_s": self.wall_s,
-            "usage_this_run": self.usage_run.as_dict(),
-            "usage_all_answers": self.usage_all.as_dict(),
-            "cost_this_run": self.cost(self.usage_run),
-            "cost_all_answers": self.cost(self.usage_all),
-        }
+        """The runner's summary figures over every pass, for its format_summary."""
+        return summary_figures(
+            self.spec.provider, self.spec.model, requests=self.usage_all.requests,
+            sent=self.sent, from_cache=self.usage_all.requests - self.sent, retries=self.retries,
+            document_errors=sum(r.startswith(PROVIDER_ERROR) for r in self.failed.values()),
+            refused=self.refused, wall_s=self.wall_s, usage_run=self.usage_run,
+            usage_all=self.usage_all)
 
 
 def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
@@ -117,11 +113,8 @@ def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
         result.sent += report.sent
         result.retries += report.retries
         result.wall_s += report.wall_s
-        for usage, extra in ((result.usage_run, report.usage_run),
-                             (result.usage_all, report.usage_all)):
-            usage.requests += extra.requests
-            usage.input_tokens += extra.input_tokens
-            usage.output_tokens += extra.output_tokens
+        result.usage_run.include(report.usage_run)
+        result.usage_all.include(report.usage_all)
         again = []
         for index, outcome in zip(pending, report.outcomes):
             if outcome.completion is None:  # refused for this prompt at the provider: final

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.ground.errors import FeynTuneError
-from harness.ground.subtasks import RUNS_DIR
+from harness.ground.subtasks import RESULTS_DIR, RUNS_DIR
 
 FIGURE_NAMES = ("perplexity.png", "entropy_vs_length.png", "semscore.png")
 
@@ -156,7 +156,7 @@ def register(sub) -> None:
     )
     parser.add_argument("--runs", default=RUNS_DIR,
                         help=f"folder of lm-eval output folders (default: {RUNS_DIR})")
-    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    parser.add_argument("--out", default=RESULTS_DIR, help=f"output folder (default: {RESULTS_DIR})")
     parser.add_argument("--ratings", default=None,
                         help="human ratings from `feyntune review import` "
                         "(default: OUT/human_ratings.json when present)")

@@ -15,7 +15,7 @@ import math
 
 from harness.ground.errors import FeynTuneError
 from harness.ground.subtasks import PPL_TASK
-from harness.leaderboard import rows as table
+from harness.leaderboard import rows
 from harness.review.uncertainty import interval_text
 from harness.runs.lmeval_outputs import Run
 
@@ -40,6 +40,12 @@ def beside_reported(row: dict, reported_ppl: float | None) -> None:
     low, high = row.get("ppl_token_ci_low"), row.get("ppl_token_ci_high")
     if _finite(low) and _finite(high):
         row["reported_in_ci"] = "yes" if low <= reported_ppl <= high else "no"
+
+
+def change_verdict(ci_low: float, ci_high: float) -> str:
+    """What a perplexity change's 95% interval shows: "lower" when it lies wholly below zero
+    (the adapter beats its base model), "higher" wholly above, else "not shown"."""
+    return "lower" if ci_high < 0 else "higher" if ci_low > 0 else "not shown"
 
 
 def _base_run(run: Run, runs: list[Run]) -> Run | None:
@@ -118,11 +124,11 @@ def fill_reported_human(reported: list[dict], rated: list[dict], extras: dict) -
     for row in reported:
         study = row.get("study")
         if study in by_study:
-            table.human_columns(row, by_study[study])
+            rows.human_columns(row, by_study[study])
             used.add(study)
         elif study is None and row.get("lora") and not row.get("mix") \
                 and row.get("lora") in categories:
-            table.human_columns(row, categories[row["lora"]])
+            rows.human_columns(row, categories[row["lora"]])
     return used
 
 

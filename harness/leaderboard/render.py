@@ -7,6 +7,8 @@ import io
 import math
 import re
 
+from harness.ground.stats import SETTINGS_TEXT
+from harness.leaderboard.compare import change_verdict
 from harness.leaderboard.rows import COLUMNS, Column
 
 MISSING_TEXT = "n/a"   # md/html: a column with no value for the row says so
@@ -127,7 +129,7 @@ def _change_verdict(row: dict) -> str:
     high, low = row.get("ppl_change_ci_high"), row.get("ppl_change_ci_low")
     if high is None or low is None:
         return MISSING_TEXT
-    return "lower" if high < 0 else "higher" if low > 0 else "not shown"
+    return change_verdict(low, high)
 
 
 def _judge_cell(row: dict) -> str:
@@ -143,58 +145,63 @@ def _plain(key: str):
     return lambda row: display(_BY_KEY[key], row.get(key))
 
 
+def _column(key: str):
+    """A cell of one csv column, under that column's own title."""
+    return _BY_KEY[key].title, _plain(key)
+
+
 # leaderboard.md folds a few csv columns into one cell to stay readable on a repository page.
 _MD_MEASURED = [
-    ("Model", _plain("model")),
+    _column("model"),
     ("Base / provider", lambda r: display(_BY_KEY["base_model"], r.get("base_model")
                                           or r.get("provider"))),
-    ("Adapter", _plain("adapter")),
+    _column("adapter"),
     ("Mix", _plain("mix")),
-    ("LoRA", _plain("lora")),
-    ("Docs", _plain("documents")),
+    _column("lora"),
+    _column("documents"),
     ("PPL mean ± boot sd [95% CI]", _ppl_cell),
-    ("Corpus word PPL", _plain("word_perplexity_corpus")),
+    _column("word_perplexity_corpus"),
     ("SemScore (min)", _semscore_cell),
-    ("SemScore-full", _plain("semscore_full_mean")),
-    ("exp(word entropy)", _plain("word_entropy_mean")),
-    ("Metadata leak", _plain("metadata_leak_rate")),
-    ("Repetition", _plain("repetition_mean")),
-    ("Completion words", _plain("completion_words_mean")),
+    _column("semscore_full_mean"),
+    _column("word_entropy_mean"),
+    _column("metadata_leak_rate"),
+    _column("repetition_mean"),
+    _column("completion_words_mean"),
     ("Human", _human_cell),
     ("Judge [95% CI]", _judge_cell),
-    ("Date (UTC)", _plain("date")),
-    ("Temp", _plain("temperature")),
-    ("Max tokens", _plain("max_tokens")),
+    _column("date"),
+    _column("temperature"),
+    _column("max_tokens"),
 ]
 # Shown only when some run evaluated hepth_completion_fresh.
 _MD_FRESH = [
-    ("Fresh after", _plain("fresh_after")),
-    ("Fresh docs", _plain("fresh_documents")),
+    _column("fresh_after"),
+    _column("fresh_documents"),
     ("PPL fresh (gap [95% CI])", _fresh_cell("ppl_token")),
     ("SemScore fresh (gap [95% CI])", _fresh_cell("semscore")),
 ]
 _MD_REPORTED = [
-    ("Model", _plain("model")),
-    ("Study model", _plain("study")),
+    _column("model"),
+    _column("study"),
     ("Mix", _plain("mix")),
-    ("LoRA", _plain("lora")),
+    _column("lora"),
     ("PPL (arithmetic mean)", _plain("ppl_token_mean")),
     ("Human (1-10) [95% CI]", _human_cell),
 ]
 # Measured rows that are one of the study's models, beside the published figure.
 _MD_BESIDE = [
-    ("Model", _plain("model")),
-    ("Study model", _plain("study")),
-    ("Docs", _plain("documents")),
-    ("Reported PPL", _plain("reported_ppl")),
+    _column("model"),
+    _column("study"),
+    _column("documents"),
+    _column("reported_ppl"),
     ("Measured PPL [95% CI]", _ppl_cell),
     ("Measured - reported", _signed("ppl_minus_reported")),
     ("Reported inside CI", _plain("reported_in_ci")),
 ]
 # Adapters against their base model on the same documents.
 _MD_CHANGE = [
-    ("Model", _plain("model")),
-    ("Base run", _plain("ppl_change_base_run")),
+    _column("model"),
+    _column("ppl_change_base_run"),
     ("Docs", _plain("ppl_change_documents")),
     ("PPL change vs base [95% CI]", _change_cell),
     ("PPL vs base", _change_verdict),
@@ -214,8 +221,8 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
     lines = ["# hep-th abstract completion leaderboard", ""]
     lines += [("Measured with the `hepth_completion` lm-eval task. PPL: token perplexity of the "
                "whole abstract, arithmetic mean over abstracts, with the standard deviation of "
-               "its bootstrap distribution and the 95% percentile interval (9,999 resamples, "
-               "random state 1). Sorted by perplexity; models without one (API models) after. "
+               f"its bootstrap distribution and the 95% percentile interval ({SETTINGS_TEXT}"
+               "). Sorted by perplexity; models without one (API models) after. "
                f"`{MISSING_TEXT}`: no value for that model."), ""]
     if any(row.get("fresh_documents") for row in measured):
         lines += [("Fresh: the same figures on `hepth_completion_fresh`, abstracts first "
@@ -244,8 +251,7 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
         lines += ["", "## Change against the base model", "",
                   ("Each adapter minus its base model on the documents both scored: mean "
                    "per-abstract change in token perplexity with the 95% interval of a paired "
-                   "bootstrap (9,999 resamples, random state 1); lower: the interval lies below "
-                   "zero."), ""]
+                   f"bootstrap ({SETTINGS_TEXT}); lower: the interval lies below zero."), ""]
         lines += _md_table(changed, _MD_CHANGE)
     lines += ["", "## Reported by the reference study", "",
               (f"Published figures ({reported_source}); not measured here and not part of any "

@@ -28,6 +28,8 @@ TRUTH = "true continuation"  # the key's model name for the human-written text
 KEY_FORMAT = "feyntune-review-key/1"
 PAGE_NAME = "review.html"
 KEY_NAME = "key.json"
+# Which documents are rated, and in which order: the review's and the judge's default.
+DEFAULT_SEED = 42
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def targets(page: Path, key: Path, page_text: str, key_text: str, review_id: str
 
 
 def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] | None = None,
-                 seed: int = 42, include_truth: bool = True,
+                 seed: int = DEFAULT_SEED, include_truth: bool = True,
                  key_path: Path | None = None,
                  force: bool = False) -> tuple[Path, Path, list[str]]:
     """Write the page and the key; returns (page, key, messages). An existing, different page

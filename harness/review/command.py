@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.ground.subtasks import RUNS_DIR
+from harness.ground.subtasks import RESULTS_DIR, RUNS_DIR
 
 
 def _build(args) -> int:
@@ -35,17 +35,16 @@ def _build(args) -> int:
 
 def _import(args) -> int:
     from harness.ground.errors import FeynTuneError
-    from harness.review import rating_import as ratings
-    from harness.review import uncertainty as agreement
+    from harness.review import rating_import, uncertainty
 
-    result, _ = ratings.read_rating_files(args.files, args.key, "review import")
+    result, _ = rating_import.read_rating_files(args.files, args.key, "review import")
     if not result.ratings:
         raise FeynTuneError(f"no usable rating in {len(args.files)} file(s); "
                             f"{len(result.errors)} problem(s) reported above")
-    merged = ratings.merge(ratings.earlier_ratings(Path(args.out)), result.ratings)
-    models = ratings.summarise(merged.ratings)
-    models, extras = agreement.annotate(models, merged.ratings)
-    ratings.write(models, Path(args.out), merged.ratings, extras)
+    merged = rating_import.merge(rating_import.earlier_ratings(Path(args.out)), result.ratings)
+    models = rating_import.summarise(merged.ratings)
+    models, extras = uncertainty.annotate(models, merged.ratings)
+    rating_import.write(models, Path(args.out), merged.ratings, extras)
     print(f"imported {result.rows} rating row(s) from {result.files} file(s), "
           f"{len(result.errors)} skipped; {len(models)} model(s) -> {args.out}")
     print(f"  {merged.added} row(s) added, {merged.replaced} earlier row(s) replaced, "
@@ -55,10 +54,10 @@ def _import(args) -> int:
         print(f"  replaced: rater {rater!r} of {where} (their earlier rows, by this import)")
     for model in sorted(models, key=lambda m: m["model"]):
         mean = "n/a" if model["mean"] is None else f"{model['mean']:.2f}"
-        print(f"  {model['model']}: overall {mean}{agreement.interval_text(model)} (n={model['n']}, "
+        print(f"  {model['model']}: overall {mean}{uncertainty.interval_text(model)} (n={model['n']}, "
               f"raters={model['raters']})")
     for category in extras.get("categories", []):
-        print(f"  category {category['category']}: {category['mean']:.2f}{agreement.interval_text(category)} "
+        print(f"  category {category['category']}: {category['mean']:.2f}{uncertainty.interval_text(category)} "
               f"(n={category['n']})")
     alpha = extras["agreement"]
     print(f"  agreement: Krippendorff's alpha (interval) "
@@ -69,6 +68,9 @@ def _import(args) -> int:
 
 
 def register(sub) -> None:
+    from harness.review import human_ratings
+    from harness.review.blind_page import DEFAULT_SEED
+
     parser = sub.add_parser("review", help="blind human review of completions (build|import)",
                             description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="review_command", required=True, metavar="build|import")
@@ -82,7 +84,8 @@ def register(sub) -> None:
     build.add_argument("--n", type=int, default=10, help="documents to rate (default: 10)")
     build.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                        help="leaderboard labels or run paths (default: every run with completions)")
-    build.add_argument("--seed", type=int, default=42, help="choice and order seed (default: 42)")
+    build.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help=f"choice and order seed (default: {DEFAULT_SEED})")
     build.add_argument("--no-truth", dest="truth", action="store_false",
                        help="leave the true continuation out (by default it is one hidden text)")
     build.add_argument("--out", default="review", help="output folder (default: review)")
@@ -102,6 +105,6 @@ def register(sub) -> None:
         "source, category) is read as well.")
     imp.add_argument("files", nargs="+", metavar="RATINGS.csv")
     imp.add_argument("--key", default=None, help="key.json of the review (needed for page exports)")
-    imp.add_argument("--out", default="results/human_ratings.json",
-                     help="ratings file the leaderboard reads (default: results/human_ratings.json)")
+    out = f"{RESULTS_DIR}/{human_ratings.DEFAULT_NAME}"
+    imp.add_argument("--out", default=out, help=f"ratings file the leaderboard reads (default: {out})")
     imp.set_defaults(func=_import)

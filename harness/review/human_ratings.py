@@ -11,11 +11,10 @@ and "agreement" (see load).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harness.ground.errors import FeynTuneError
-from harness.ground.jsonl import read_json
+from harness.ground.jsonl import read_json, write_json
 
 FORMAT = "feyntune-human-ratings/1"
 DEFAULT_NAME = "human_ratings.json"
@@ -56,15 +55,9 @@ def save(path: Path, models: list[dict], ratings: list[dict] | None = None,
          extras: dict | None = None) -> None:
     """Write the file; `ratings`, the rows behind the models, let later imports add to it;
     `extras`, the figures across models (see load)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(models, key=lambda m: (m.get("model") or "", m.get("run") or ""))
     data: dict = {"format": FORMAT, "models": ordered}
     if ratings is not None:
         data["ratings"] = ratings
     data.update({key: value for key, value in (extras or {}).items() if key in EXTRA_KEYS})
-    # Write beside, then rename: an interrupted write never leaves half the earlier ratings.
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
-                       encoding="utf-8")
-    partial.replace(path)
+    write_json(path, data)

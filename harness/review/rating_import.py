@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.ground.errors import FeynTuneError
 from harness.ground.jsonl import read_json
-from harness.review import human_ratings as human
+from harness.review import human_ratings
 from harness.review.blind_page import KEY_FORMAT
 from harness.review.criteria import (
     CRITERION_KEYS,
@@ -304,7 +304,7 @@ def earlier_ratings(out: Path) -> list[Rating]:
     """The rows of earlier imports in the ratings file `out` ([] when there is none)."""
     if not Path(out).exists():
         return []
-    data = human.load_file(out)
+    data = human_ratings.load_file(out)
     rows = data.get("ratings")
     if rows is None:
         if data.get("models"):
@@ -338,4 +338,4 @@ def merge(earlier: list[Rating], new: list[Rating]) -> Merged:
 def write(models: list[dict], out: Path, ratings: list[Rating] | None = None,
           extras: dict | None = None) -> None:
     rows = None if ratings is None else [asdict(r) for r in ratings]
-    human.save(out, models, rows, extras)
+    human_ratings.save(out, models, rows, extras)

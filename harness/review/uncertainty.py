@@ -32,12 +32,23 @@ def category_of(model: str, category: str | None, registry) -> str | None:
     return lora_variant(category) or category.strip()
 
 
+def ci_text(low: float | None, high: float | None, sign: bool = False, digits: int = 2) -> str:
+    """'[95% CI low, high]': the one way the harness writes an interval ("n/a" for a bound
+    it has none of; `sign`: "+0.12" for changes and offsets)."""
+    def bound(value) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+    return f"[95% CI {bound(low)}, {bound(high)}]"
+
+
 def interval_text(entry: dict) -> str:
     """' [95% CI low, high]' of a summarised model or category; '' without an interval."""
     low, high = entry.get("ci_low"), entry.get("ci_high")
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
         return ""
-    return f" [95% CI {low:.2f}, {high:.2f}]"
+    return " " + ci_text(low, high)
 
 
 def _interval(values: list[float]) -> dict:

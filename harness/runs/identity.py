@@ -10,6 +10,7 @@ provider and a model name.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -119,13 +120,23 @@ def lora_from_name(name: str | None) -> str | None:
     return None
 
 
+@functools.cache
+def _preset_targets() -> tuple[frozenset, frozenset]:
+    """The projections of LoRA-QKV and of LoRA-all, as the paper preset trains them."""
+    from finetune.config import load_preset
+
+    targets = load_preset("paper")["lora"]["targets"]
+    return frozenset(targets["qkv"]), frozenset(targets["all"])
+
+
 def lora_variant(value) -> str | None:
     """Normalise a run.json variant ("all", "qkv", "LoRA-QKV", a target-module list)."""
     if isinstance(value, (list, tuple)):
         modules = {str(m) for m in value}
-        if modules and modules <= {"q_proj", "k_proj", "v_proj"}:
+        qkv, every = _preset_targets()
+        if modules and modules <= qkv:
             return LORA_QKV
-        return LORA_ALL if {"o_proj", "gate_proj", "up_proj", "down_proj"} <= modules else None
+        return LORA_ALL if every - qkv <= modules else None
     if not isinstance(value, str) or not value:
         return None
     text = value.lower().replace("_", "-")
