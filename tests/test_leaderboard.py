@@ -241,12 +241,21 @@ def test_two_runs_of_one_model_are_both_kept_labelled_by_date(hepth_eval_runs, t
 
 def test_reported_rows_alone_when_there_are_no_runs(tmp_path):
     out = tmp_path / "results"
+    (tmp_path / "none").mkdir()
     assert cli.main(["leaderboard", "--runs", str(tmp_path / "none"), "--out", str(out)]) == 0
     rows = read_csv(out / "leaderboard.csv")
     assert rows and all(r["source"] == "reported" for r in rows)
     assert "No measured runs yet" in (out / "leaderboard.md").read_text()
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0
+
+
+def test_a_runs_folder_that_does_not_exist_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert cli.main(["leaderboard", "--runs", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--runs {tmp_path / 'missing'}: no such folder" in err and "Traceback" not in err
+    assert not out.exists()  # no leaderboard of reported rows alone
 
 
 def test_cli_rejects_a_file_as_runs_folder(tmp_path, capsys):
@@ -306,6 +315,7 @@ def test_model_args_string_and_dict():
 
 
 def test_csv_is_valid_with_explicit_missing_values(tmp_path):
+    (tmp_path / "none").mkdir()
     build(tmp_path / "none", tmp_path)
     text = (tmp_path / "leaderboard.csv").read_text()
     rows = list(csv.reader(io.StringIO(text)))

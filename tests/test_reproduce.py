@@ -202,3 +202,34 @@ def test_study_names_from_what_lm_eval_recorded():
     assert name("pretrained=HuggingFaceTB/SmolLM2-135M") is None
     assert name("pretrained=meta-llama/Llama-3.1-8B,peft=/my/adapter") is None
     assert name("provider=openai,model=ChatGPT-4", model="provider") == "ChatGPT-4"
+
+
+def test_finished_tasks_reads_each_run_once_and_only_what_a_run_wrote(hepth_eval_runs, tmp_path,
+                                                                      monkeypatch):
+    """The plan learns what is done from the one scan of the reader (the marker comes with each
+    run), and the check after an lm-eval call reads only the files that call wrote."""
+    import shutil
+    import time
+
+    from harness.runs import lmeval_outputs
+    from harness.study.marker import STUDY_METADATA
+
+    out = tmp_path / "s3"
+    shutil.copytree(hepth_eval_runs, out)
+    marker = {"study": "s3", "base": "b", "adapter": "a", "mix": "s3", "lora": "LoRA-all",
+              "limit": 3}
+    (results,) = out.rglob("results_*.json")
+    data = json.loads(results.read_text())
+    for config in data["configs"].values():
+        config.setdefault("metadata", {})[STUDY_METADATA] = {**marker, "merged": True}
+    results.write_text(json.dumps(data))
+
+    reads = []
+    real = lmeval_outputs._load_results
+    monkeypatch.setattr(lmeval_outputs, "_load_results", lambda p: reads.append(p) or real(p))
+    tasks = {"hepth_completion_gen", "hepth_completion_ppl"}
+    assert reproduce.finished_tasks(out, marker) == tasks
+    assert reads == [results]
+    assert reproduce.finished_tasks(out, {**marker, "limit": 2}) == set()  # other settings
+    assert reproduce.finished_tasks(out, marker, since=time.time() + 60) == set()  # nothing new
+    assert reproduce.finished_tasks(tmp_path / "absent", marker) == set()

@@ -95,6 +95,7 @@ def test_study_csv_fills_reported_rows_with_intervals_and_agreement(study_csv, t
     assert agreement["alpha"] == pytest.approx(alpha_by_hand(matrix), abs=1e-9)
 
     # the leaderboard puts them on the study's reported rows, per mix
+    (tmp_path / "no-runs").mkdir()  # an empty runs folder: the reported rows alone
     assert cli.main(["leaderboard", "--runs", str(tmp_path / "no-runs"), "--out", str(out)]) == 0
     with open(out / "leaderboard.csv", newline="", encoding="utf-8") as handle:
         board = {r["model"]: r for r in csv.DictReader(handle)}
