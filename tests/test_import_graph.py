@@ -168,6 +168,26 @@ def test_providers_and_finetune_take_only_the_ground_from_harness():
     assert not reaching, "providers/ and finetune/ reach past harness.ground:\n" + "\n".join(reaching)
 
 
+def test_every_project_import_names_a_module_that_exists():
+    """An import of an old path (harness.errors, harness.study before the rooms) fails here,
+    naming the file, even inside a function that no test runs."""
+    known = modules()
+    missing = []
+    for name, path in sorted(known.items()):
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                wanted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                wanted = [".".join(base + ([node.module] if node.module else []))]
+            else:
+                continue
+            missing += [f"  {_rel(path)}:{node.lineno} imports {module}" for module in wanted
+                        if module.split(".")[0] in PACKAGES and module not in known]
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
+
+
 def test_the_checks_catch_a_knot_and_an_upward_import(tmp_path):
     """The graph reader on a tiny tree: a cycle through a package __init__ and a function-level
     import, and a ground module importing a command."""
