@@ -185,9 +185,9 @@ def summary_rows(samples: list[tuple[str, Path]]) -> list[dict]:
 
 
 def format_summary(rows: list[dict]) -> str:
-    head = f"{'task':<26} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
     from harness.ground.stats import SETTINGS_TEXT
 
+    head = f"{'task':<26} {'metric':<17} {'n':>6} {'mean':>10} {'boot mean':>10} {'boot std':>9}  95% interval"
     lines = [f"bootstrap of the mean ({SETTINGS_TEXT}, percentile interval)", head]
     for r in rows:
         lines.append(f"{r['task']:<26} {r['metric']:<17} {r['n']:>6} {r['mean']:>10.4f} "
