@@ -305,3 +305,14 @@ def test_local_jobs_get_one_gpu_each(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     cluster.jobs = 3
     assert fanout.local_slots(cluster) == [[], [], []]  # no GPU: --jobs processes on the CPU
+
+
+def test_job_logs_and_claims_are_not_taken_for_runs(tmp_path):
+    from harness import lmeval_outputs
+
+    (tmp_path / ".logs").mkdir()
+    (tmp_path / ".logs" / "4242_0_0_log.out").write_text("log")
+    write_claim(tmp_path / "Base", 1)
+    (tmp_path / "Base" / "notes.txt").write_text("not lm-eval's")
+    scan = lmeval_outputs.scan(tmp_path)
+    assert [skip.path for skip in scan.skips] == ["Base/notes.txt"]
