@@ -35,7 +35,7 @@ JOB_NAME = "feyntune-reproduce"
 SLURM_DEFAULT_MINUTES = 24 * 60
 LOCAL_DEFAULT_MINUTES = 30 * 24 * 60   # submitit's local jobs are killed at their time limit
 LOGS_NAME = ".logs"                    # inside --runs; a dot folder, which the runs reader skips
-INSTALL_HINT = "pip install 'feyntune[cluster]' (or: pip install 'submitit>=1.5')"
+INSTALL_HINT = "pip install 'feyntune[cluster]' (or: pip install 'submitit>=1.5.4')"
 # sbatch parameters that have their own option here
 OWN_OPTIONS = {"partition": "--partition", "time": "--time", "gpus_per_node": "--gpus-per-job",
                "cpus_per_task": "--cpus-per-job", "mem": "--mem-gb",

@@ -5,12 +5,14 @@ on the published test split with the published settings: each adapter merged int
 (`feyntune merge`), float16 weights, sampling at temperature 0.8 with at most 1024 new tokens,
 through lm-eval's `hepth_completion` task like `feyntune eval`. One run folder per model under
 --runs; a model whose run folder already holds the requested subtasks is skipped, so a crashed
-run resumes where it stopped. `feyntune leaderboard` then shows each measured figure beside the
-published one.
+run resumes where it stopped; a model another live run is evaluating (its claim, harness.claims)
+is left to it. `feyntune leaderboard` then shows each measured figure beside the published one.
 
     feyntune reproduce                                   # everything, from the hub
     feyntune reproduce --models s3,s3_qkv --tasks perplexity --limit 500
     feyntune reproduce --base /models/Llama-3.1-8B --adapters /models/adapters   # offline/mirror
+    feyntune reproduce --executor local                  # one model per GPU on this machine
+    feyntune reproduce --executor slurm --partition gpu  # one SLURM job array (harness.fanout)
 """
 
 from __future__ import annotations
