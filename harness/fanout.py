@@ -34,6 +34,7 @@ EXECUTORS = ("slurm", "local")
 JOB_NAME = "feyntune-reproduce"
 SLURM_DEFAULT_MINUTES = 24 * 60
 LOCAL_DEFAULT_MINUTES = 30 * 24 * 60   # submitit's local jobs are killed at their time limit
+LEFT = "left to another run"
 LOGS_NAME = ".logs"                    # inside --runs; a dot folder, which the runs reader skips
 INSTALL_HINT = "pip install 'feyntune[cluster]' (or: pip install 'submitit>=1.5.4')"
 # sbatch parameters that have their own option here
@@ -216,7 +217,7 @@ def run_job(evaluate_model, item, opts, settings: dict) -> str:
     try:
         ran = evaluate_model(item, opts, settings)
     except claims.Claimed as err:
-        return f"left to another run: {err}"
+        return f"{LEFT}: {err}"
     return f"evaluated {', '.join(ran)}" if ran else "already finished by another run"
 
 
@@ -404,22 +405,26 @@ def follow(pairs: list, opts, poll: float) -> int:
 
 
 def report(item, job, number: int, total: int) -> tuple[str, str | None]:
-    """Print the line for an ended job; (study, failure or None)."""
+    """Print the line for an ended job; (study, its failure or what it did)."""
     try:
         outcome = job.result()
     except Exception as err:  # noqa: BLE001 -- submitit raises the job's error or SLURM's
         failure = job_failure(err)
         print(f"[{number}/{total}] {item.study} (job {job.job_id}): FAILED: {failure} "
               f"(log {job.paths.stdout})", flush=True)
-        return item.study, failure
+        return item.study, f"FAILED: {failure}"
     print(f"[{number}/{total}] {item.study} (job {job.job_id}): {outcome}", flush=True)
-    return item.study, None
+    return item.study, outcome
 
 
-def summary(ended: list[tuple[str, str | None]], opts) -> int:
-    failed = [f"{study} ({why})" for study, why in ended if why is not None]
-    print(f"jobs: {len(ended) - len(failed)} ended well, {len(failed)} failed. Compare with the "
-          f"published figures: feyntune leaderboard --runs {opts.runs}", flush=True)
+def summary(ended: list[tuple[str, str]], opts) -> int:
+    failed = [f"{study} ({why[len('FAILED: '):]})" for study, why in ended
+              if why.startswith("FAILED: ")]
+    left = sum(why.startswith(LEFT) for _, why in ended)
+    shared = f", {left} {LEFT}" if left else ""
+    print(f"jobs: {len(ended) - len(failed) - left} ended well{shared}, {len(failed)} failed. "
+          f"Compare with the published figures: feyntune leaderboard --runs {opts.runs}",
+          flush=True)
     if failed:
         raise FeynTuneError(f"{len(failed)} job(s) failed: {'; '.join(failed)}; the same command "
                             "again retries them (finished models are kept)")

@@ -221,9 +221,11 @@ def test_slurm_wait_follows_jobs_and_fails_when_one_failed(fake_slurm, offline_m
     trace = ("Traceback (most recent call last):\n  File ...\n"
              "harness.errors.FeynTuneError: lm-eval exited with 1\n")
 
-    def finished(self, force_check=False):  # the jobs "ran": one succeeded, two failed
-        index = int(self.job_id.split("_")[1])
-        result = ("success", "evaluated hepth_completion_ppl") if index == 0 else ("error", trace)
+    results = [("success", "evaluated hepth_completion_ppl"), ("error", trace),
+               ("success", "left to another run: s3_qkv is being evaluated by another run")]
+
+    def finished(self, force_check=False):  # the jobs "ran": one each way
+        result = results[int(self.job_id.split("_")[1])]
         path = logs / f"{self.job_id}_0_result.pkl"
         if not path.exists():
             path.write_bytes(pickle.dumps(result))
@@ -235,8 +237,9 @@ def test_slurm_wait_follows_jobs_and_fails_when_one_failed(fake_slurm, offline_m
     out, err = capsys.readouterr()
     assert "[1/3] Base (job 4242_0): evaluated hepth_completion_ppl" in out
     assert "s3 (job 4242_1): FAILED: lm-eval exited with 1" in out
-    assert "1 ended well, 2 failed" in out
-    assert "2 job(s) failed: s3 (lm-eval exited with 1)" in err and len(err.splitlines()) == 1
+    assert "[3/3] s3_qkv (job 4242_2): left to another run: s3_qkv is being" in out
+    assert "jobs: 1 ended well, 1 left to another run, 1 failed" in out
+    assert "1 job(s) failed: s3 (lm-eval exited with 1)" in err and len(err.splitlines()) == 1
 
 
 # ---- bad input: one line each -------------------------------------------------------------------
