@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # CPU build on this kind of machine; a torch already importable by $(PYTHON) is kept instead.
 TORCH ?= 2.13.0
-EXTRAS ?= train,providers,dev
+EXTRAS ?= train,providers,cluster,dev
 ASSETS ?= smollm2 mpnet minilm llama3-tokenizer
 BIN := $(VENV)/bin
 

@@ -11,7 +11,8 @@ only from ground/), never in a cycle; tests/test_import_graph.py checks it from 
                   reference study's cleaning and prompt split), freshness (when a record first
                   appeared), subtasks (the hepth_completion subtasks: names, metrics, fresh twins)
     study/        registry.py + study.yaml (the reference study's models and figures),
-                  marker.py (what a reproduced run stands for), reproduce.py (`feyntune reproduce`)
+                  marker.py (what a reproduced run stands for), reproduce.py (`feyntune reproduce`),
+                  claims.py (one run per model folder at a time), fanout.py (submitit jobs)
     runs/         lmeval_outputs.py (the one reader of lm-eval's results_*.json / samples_*.jsonl),
                   identity.py (which model a run evaluated), labels.py (what each run is called)
     evaluate/     command.py (`feyntune eval`), documents.py, fresh_documents.py, metrics.py,

@@ -4,9 +4,15 @@ measured-beside-reported and paired-change columns."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -79,16 +85,17 @@ def test_missing_adapter_folder_is_named(tmp_path, capsys):
 
 # ---- end to end, offline ------------------------------------------------------------------------
 
-@pytest.fixture
-def stand_ins(tmp_path, smollm2_path, sample_path):
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory, smollm2_path, sample_path):
     """Two adapters of SmolLM2 with random non-zero updates (one per LoRA variant), named as the
-    study's s3 and s3_qkv, and three real hep-th abstracts."""
+    study's s3 and s3_qkv, and three real hep-th abstracts. Made once for this module."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from harness.ground.abstracts import clean_abstract, primary_category
 
+    tmp_path = tmp_path_factory.mktemp("stand_ins")
     adapters = tmp_path / "adapters"
     targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
                "s3_qkv": ["q_proj", "k_proj", "v_proj"]}
@@ -114,6 +121,29 @@ def stand_ins(tmp_path, smollm2_path, sample_path):
     return adapters, docs
 
 
+def reproduce_argv(stand_ins, smollm2_path, minilm_path, runs, work) -> list[str]:
+    adapters, docs = stand_ins
+    return ["reproduce", "--base", str(smollm2_path), "--adapters", str(adapters),
+            "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
+            "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
+            "--dtype", "float32", "--semscore-model", str(minilm_path),
+            "--runs", str(runs), "--work", str(work)]
+
+
+@pytest.fixture(scope="module")
+def sequential(stand_ins, smollm2_path, minilm_path, tmp_path_factory):
+    """The offline reproduction, one model after another in this process (made once; the tests
+    read its run folders and must not change them)."""
+    root = tmp_path_factory.mktemp("sequential")
+    argv = reproduce_argv(stand_ins, smollm2_path, minilm_path, root / "runs", root / "work")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(argv)
+    assert code == 0
+    return SimpleNamespace(argv=argv, runs=root / "runs", work=root / "work",
+                           out=printed.getvalue())
+
+
 def _ppl_by_doc(run_dir):
     (path,) = run_dir.rglob("samples_hepth_completion_ppl_*.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -121,22 +151,14 @@ def _ppl_by_doc(run_dir):
 
 
 @pytest.mark.slow
-def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, minilm_path,
-                                                     tmp_path, capsys):
-    adapters, docs = stand_ins
-    runs, work = tmp_path / "runs", tmp_path / "work"
-    argv = ["reproduce", "--base", str(smollm2_path), "--adapters", str(adapters),
-            "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
-            "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
-            "--dtype", "float32", "--semscore-model", str(minilm_path),
-            "--runs", str(runs), "--work", str(work)]
-    assert cli.main(argv) == 0
-    out = capsys.readouterr().out
+def test_reproduce_offline_then_leaderboard_compares(sequential, smollm2_path, tmp_path, capsys):
+    argv, runs, work, out = sequential.argv, sequential.runs, sequential.work, sequential.out
     assert "3 model(s), 3 document(s)" in out and "estimated GPU time" in out
     assert "[1/3] Base" in out and "[3/3] s3_qkv" in out and "0 failed" in out
     for name in ("Base", "s3", "s3_qkv"):
         assert list((runs / name).rglob("results_*.json")), name
-    assert not (work / "s3").exists()  # merged models are removed after their evaluation
+        assert not (runs / name / ".feyntune-claim").exists()  # released
+    assert not work.exists() or not list(work.iterdir())  # merges removed after evaluation
 
     # resumable: a second run finds every model done
     assert cli.main(argv) == 0
@@ -185,6 +207,73 @@ def test_reproduce_offline_then_leaderboard_compares(stand_ins, smollm2_path, mi
     html = (out_dir / "index.html").read_text()
     assert "Reported PPL" in html and "PPL change vs base" in html
 
+
+@pytest.mark.slow
+def test_local_jobs_give_the_sequential_results(sequential, tmp_path, capsys):
+    """`--executor local`: the three models as three submitit jobs, two at once on this CPU, each
+    in a process of its own; the same documents and per-document perplexity as the run in one
+    process, and run folders that the leaderboard reads the same way."""
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    argv = [*sequential.argv[:-4], "--runs", str(runs), "--work", str(work),
+            "--executor", "local", "--jobs", "2", "--tasks", "perplexity"]  # generation: no need
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "local: 3 job(s), 2 at once (no GPU)" in out
+    assert out.count("  started ") == 3 and "[3/3]" in out and "3 ended well, 0 failed" in out
+    for name in ("Base", "s3", "s3_qkv"):
+        assert f"{name} (job " in out
+        assert _ppl_by_doc(runs / name) == _ppl_by_doc(sequential.runs / name), name
+    assert len(list((runs / ".logs").glob("*_log.out"))) == 3  # one log per job
+    assert not work.exists() or not list(work.iterdir())  # each job removed its merge
+
+    assert cli.main(argv) == 0  # finished models are not run again
+    assert "jobs: nothing to submit" in capsys.readouterr().out
+    board = tmp_path / "board"
+    assert cli.main(["leaderboard", "--runs", str(runs), "--out", str(board)]) == 0
+    with open(board / "leaderboard.csv", newline="", encoding="utf-8") as handle:
+        measured = [r["study"] for r in csv.DictReader(handle) if r["source"] == "measured"]
+    assert sorted(measured) == ["Base", "s3", "s3_qkv"]
+    assert ".logs" not in (board / "leaderboard.md").read_text()
+
+
+HOLD_CLAIMS = """
+import sys, time
+from pathlib import Path
+from harness.study import claims
+held = [claims.claim(Path(sys.argv[1]) / name) for name in sys.argv[2:]]
+for claim in held:
+    claim.__enter__()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_model_another_run_is_evaluating_is_left_to_it(stand_ins, smollm2_path, minilm_path,
+                                                         tmp_path, capsys):
+    """Two runs on one runs folder: what the other (live) run has claimed is not evaluated
+    again, by a plain run or by jobs, and its claims are left as they are."""
+    runs = tmp_path / "runs"
+    names = ("Base", "s3", "s3_qkv")
+    other = subprocess.Popen([sys.executable, "-c", HOLD_CLAIMS, str(runs), *names],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        claimed = {name: (runs / name / ".feyntune-claim").read_text() for name in names}
+        argv = reproduce_argv(stand_ins, smollm2_path, minilm_path, runs, tmp_path / "work")
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        for number, name in enumerate(names, start=1):
+            assert f"[{number}/3] {name}: skipped, {name} is being evaluated by another run " \
+                   f"({os.uname().nodename} pid {other.pid}" in out
+        assert "0 model(s) evaluated, 0 already done, 3 left to another run, 0 failed" in out
+        assert cli.main([*argv, "--executor", "local"]) == 0
+        out = capsys.readouterr().out
+        assert out.count("being evaluated by another run") == 3 and "nothing to submit" in out
+        assert {name: (runs / name / ".feyntune-claim").read_text() for name in names} == claimed
+        assert not list(runs.rglob("results_*.json"))
+    finally:
+        other.kill()
+        other.wait()
 
 def test_study_names_from_what_lm_eval_recorded():
     """A run of a published adapter through plain `feyntune eval` is the same study model."""

@@ -314,8 +314,10 @@ def scan(runs_dir: Path, since: float | None = None) -> RunsScan:
 
     from tqdm import tqdm
 
+    # Dot folders hold what is not a run (e.g. `feyntune reproduce --executor`'s job logs).
     files = sorted(p for p in runs_dir.rglob("*")
-                   if p.is_file() and (since is None or p.stat().st_mtime >= since))
+                   if p.is_file() and (since is None or p.stat().st_mtime >= since)
+                   and not any(part.startswith(".") for part in p.relative_to(runs_dir).parts[:-1]))
     results_files = [p for p in files
                      if p.name.startswith(RESULTS_PREFIX) and p.name.endswith(".json")]
     claimed: set[Path] = set()

@@ -5,28 +5,32 @@ on the published test split with the published settings: each adapter merged int
 (`feyntune merge`), float16 weights, sampling at temperature 0.8 with at most 1024 new tokens,
 through lm-eval's `hepth_completion` task like `feyntune eval`. One run folder per model under
 --runs; a model whose run folder already holds the requested subtasks is skipped, so a crashed
-run resumes where it stopped. `feyntune leaderboard` then shows each measured figure beside the
-published one.
+run resumes where it stopped; a model another live run is evaluating (its claim, harness.study.claims)
+is left to it. `feyntune leaderboard` then shows each measured figure beside the published one.
 
     feyntune reproduce                                   # everything, from the hub
     feyntune reproduce --models s3,s3_qkv --tasks perplexity --limit 500
     feyntune reproduce --base /models/Llama-3.1-8B --adapters /models/adapters   # offline/mirror
+    feyntune reproduce --executor local                  # one model per GPU on this machine
+    feyntune reproduce --executor slurm --partition gpu  # one SLURM job array (harness.study.fanout)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.evaluate.documents import user_path
 from harness.ground.errors import FeynTuneError
 from harness.ground.names import short_name
 from harness.ground.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
+from harness.study import claims, fanout
 
 TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
                 "generation": (GEN_TASK,)}
@@ -204,10 +208,13 @@ def local_adapter(source: str) -> Path:
 
 
 def merged_model(item: Planned, base: str, work: Path, dtype: str) -> Path:
-    """The adapter merged into the base (reused when an earlier run of this command made it)."""
+    """The adapter merged into the base (reused when an earlier run of this command made it).
+    One folder per run folder: its owner is whoever holds the run folder's claim, so two runs
+    of one model for different --runs never write one merge at once."""
     from finetune.merge import merge_adapter
 
-    folder = work / item.study
+    digest = hashlib.sha256(str(item.out.resolve()).encode("utf-8")).hexdigest()[:8]
+    folder = work / f"{item.study}-{digest}"
     marker = folder / MERGED_MARKER
     if folder.exists():
         if not marker.is_file():
@@ -250,7 +257,18 @@ class Options:
     keep_merged: bool
 
 
-def evaluate_model(item: Planned, opts: Options, settings: dict) -> None:
+def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, ...]:
+    """One model's missing subtasks, under its run folder's claim (harness.study.claims); the
+    subtasks it ran: none when another run finished them meanwhile. claims.Claimed when another
+    live run is evaluating the model."""
+    with claims.claim(item.out):
+        todo = tuple(t for t in item.todo if t not in finished_tasks(item.out, item.marker))
+        if todo:
+            _evaluate(replace(item, todo=todo), opts, settings)
+        return todo
+
+
+def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     from harness.evaluate.command import run_lm_eval
     from harness.study.marker import STUDY_METADATA
 
@@ -295,6 +313,7 @@ def reproduce(args) -> int:
         raise FeynTuneError("--limit must be at least 1")
     models = select_models(registry, args.models)
     runs_dir = Path(args.runs)
+    cluster = fanout.cluster_options(args, runs_dir)
     data = str(user_path(args.data)) if args.data else None
     run_settings = {"dtype": settings["dtype"], "limit": args.limit,
                     "max_new_tokens": max_new_tokens, "data": data}
@@ -303,13 +322,17 @@ def reproduce(args) -> int:
     documents = document_count(registry, args.data, args.limit)
     for line in describe(registry, planned, documents, max_new_tokens, settings):
         print(line, flush=True)
-    if args.dry_run:
-        return 0
-
     opts = Options(base, runs_dir, Path(args.work).expanduser(), args.data, args.semscore_model,
                    args.limit, args.batch_size, args.device, args.seed, max_new_tokens,
                    args.keep_merged)
+    if cluster is not None:
+        return fanout.dispatch(cluster, evaluate_model, planned, opts, settings, args.dry_run)
+    if args.dry_run:
+        return 0
+
+    fanout.writable_folder(runs_dir, "--runs")
     failed: list[str] = []
+    elsewhere: list[str] = []
     todo = [item for item in planned if item.todo]
     started = time.monotonic()
     for number, item in enumerate(todo, start=1):
@@ -317,18 +340,28 @@ def reproduce(args) -> int:
               f"{', '.join(item.todo)} -> {item.out}", flush=True)
         t0 = time.monotonic()
         try:
-            evaluate_model(item, opts, settings)
+            ran = evaluate_model(item, opts, settings)
+        except claims.Claimed as err:
+            elsewhere.append(item.study)
+            print(f"[{number}/{len(todo)}] {item.study}: skipped, {err}", flush=True)
+            continue
         except FeynTuneError as err:
             failed.append(f"{item.study} ({err})")
             print(f"[{number}/{len(todo)}] {item.study}: FAILED: {err}", file=sys.stderr, flush=True)
             continue
         elapsed = time.monotonic() - started
         left = elapsed / number * (len(todo) - number)
+        if not ran:
+            elsewhere.append(item.study)
+            print(f"[{number}/{len(todo)}] {item.study}: finished by another run meanwhile",
+                  flush=True)
+            continue
         print(f"[{number}/{len(todo)}] {item.study}: done in {_duration(time.monotonic() - t0)}"
               f"; about {_duration(left)} left at this pace", flush=True)
     skipped = len(planned) - len(todo)
-    print(f"reproduce: {len(todo) - len(failed)} model(s) evaluated, {skipped} already done, "
-          f"{len(failed)} failed. Compare with the published figures: "
+    shared = f", {len(elsewhere)} left to another run" if elsewhere else ""
+    print(f"reproduce: {len(todo) - len(failed) - len(elsewhere)} model(s) evaluated, {skipped} "
+          f"already done{shared}, {len(failed)} failed. Compare with the published figures: "
           f"feyntune leaderboard --runs {runs_dir}")
     if failed:
         raise FeynTuneError(f"{len(failed)} model(s) failed: {'; '.join(failed)}; re-run to retry "
@@ -369,5 +402,7 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="lm-eval device (default: lm-eval's choice)")
     p.add_argument("--semscore-model", default=None, help="SemScore embedder (name or folder)")
     p.add_argument("--seed", type=int, default=1234, help="lm-eval seed (default: 1234)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and estimate only")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and estimate (and the jobs) only")
+    fanout.register_options(p)
     p.set_defaults(func=reproduce)
