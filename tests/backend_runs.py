@@ -18,6 +18,11 @@ sys.path.insert(0, str(REPO))
 SEED = 1234
 
 
+def _first(response):
+    """A generation's text (lm-eval logs the filtered responses as a one-element list)."""
+    return response[0] if isinstance(response, list) and len(response) == 1 else response
+
+
 def main(backend: str, model: str, docs: str, semscore_model: str, max_new: int,
          out: Path) -> None:
     from lm_eval import simple_evaluate
@@ -43,7 +48,7 @@ def main(backend: str, model: str, docs: str, semscore_model: str, max_new: int,
         result = simple_evaluate(model=lm, tasks=tasks, gen_kwargs=gen_kwargs, log_samples=True,
                                  task_manager=manager, random_seed=SEED, numpy_random_seed=SEED,
                                  torch_random_seed=SEED)
-        samples = {task: [{"id": row["doc"]["id"], "resps": row["filtered_resps"],
+        samples = {task: [{"id": row["doc"]["id"], "resps": _first(row["filtered_resps"]),
                            **{k: row[k] for k in row if k not in {"doc", "arguments", "resps",
                                                                   "filtered_resps", "target"}}}
                           for row in rows]
