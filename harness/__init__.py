@@ -19,6 +19,8 @@ Libraries, in the order the pipeline uses them:
               fresh_documents.py  the documents of hepth_completion_fresh
               metrics.py        SemScore, perplexity, entropy, leak and repetition rules
               contamination.py  model training cut-offs (cutoffs.yaml) against the documents
+              backends.py       lm-eval's hf and vllm models: availability, arguments, throughput
+              preflight.py      a base model and its adapters checked before any work
     read      lmeval_outputs.py  the one reader of lm-eval's results_*.json / samples_*.jsonl
               stats.py          the one bootstrap engine: a mean, a fresh-minus-standard gap,
                                 a paired change; Krippendorff's alpha
