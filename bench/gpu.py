@@ -40,6 +40,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+# bench/generation.py, beside this script (its folder is sys.path[0] when run as a script)
+from generation import generation_requests, timed_generation, vllm_lm
+
 # the project's real arXiv sample, found as the tests find it
 SHARED_DATA = Path(os.environ.get("FEYNTUNE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SAMPLE = SHARED_DATA / "arxiv" / "arxiv-sample.jsonl"
@@ -316,38 +319,13 @@ def bench_training(model_dir: Path, records: list[dict], work: Path, batch_size:
 
 # ---------------------------------------------------------------- 3. generation
 
-def generation_requests(records: list[dict], n: int, max_new: int, extra: dict):
-    from lm_eval.api.instance import Instance
-
-    from harness.evaluate.documents import split_prompt
-
-    kwargs = {"until": [], "do_sample": True, "temperature": 0.8, "max_gen_toks": max_new, **extra}
-    out = []
-    for i, r in enumerate(records[:n]):
-        prompt, _ = split_prompt(r["abstract"])
-        out.append(Instance(request_type="generate_until", doc=r, arguments=(prompt, dict(kwargs)),
-                            idx=0, doc_id=i))
-    return out
-
-
 def time_generation(lm, tokenizer, records: list[dict], batch: int, max_new: int,
                     extra: dict) -> dict:
-    import torch
-
     lm.batch_size_per_gpu = batch
     # the warm-up runs the same prompts: a static cache compiles once per shape
     lm.generate_until(generation_requests(records, 2 * batch, max_new, extra), disable_tqdm=True)
-    requests = generation_requests(records, 2 * batch, max_new, extra)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    outputs = lm.generate_until(requests, disable_tqdm=True)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    new_tokens = sum(len(tokenizer(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-    return {"batch": batch, "prompts": len(requests), "new_tokens": new_tokens,
-            "seconds": round(seconds, 2), "tokens_per_s": new_tokens / seconds}
+    row = timed_generation(lm, tokenizer, generation_requests(records, 2 * batch, max_new, extra))
+    return {"batch": batch, **row}
 
 
 def bench_generation(model_dir: Path, records: list[dict], device: str, dtype, batches: list[int],
@@ -376,26 +354,27 @@ def bench_generation(model_dir: Path, records: list[dict], device: str, dtype, b
         del lm
         free_memory()
     if device == "cuda" and importlib.util.find_spec("vllm"):
-        rows.append(bench_vllm(model_dir, records, max_new))
+        row = bench_vllm(model_dir, records, max_new)
+        best_hf = max(r["tokens_per_s"] for r in rows)
+        row["vllm_over_best_hf"] = row["tokens_per_s"] / best_hf
+        say(f"  vllm/hf new tokens/s ratio (against the fastest hf setting): "
+            f"{row['vllm_over_best_hf']:.2f}")
+        rows.append(row)
     return rows
 
 
 def bench_vllm(model_dir: Path, records: list[dict], max_new: int) -> dict:
-    from lm_eval.models.vllm_causallms import VLLM
+    """lm-eval's vllm model with the settings of `feyntune reproduce --backend vllm`
+    (bench/generation.py builds it), on 512 prompts."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    lm = VLLM(pretrained=str(model_dir), dtype="bfloat16", batch_size="auto",
-              gpu_memory_utilization=0.85)
-    requests = generation_requests(records, 512, max_new, {})
-    t0 = time.perf_counter()
-    outputs = lm.generate_until(requests, disable_tqdm=True)
-    seconds = time.perf_counter() - t0
-    new_tokens = sum(len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs)
-    say(f"  vLLM (lm-eval vllm model), {len(requests)} prompts: {new_tokens / seconds:,.0f} new tokens/s")
-    return {"attn": "vllm", "cache": "paged", "batch": "auto", "prompts": len(requests),
-            "new_tokens": new_tokens, "seconds": round(seconds, 2),
-            "tokens_per_s": new_tokens / seconds}
+    longest = max(len(tok(r["abstract"])["input_ids"]) for r in records)
+    lm = vllm_lm(str(model_dir), "bfloat16", longest + 1 + max_new, 0.85, 1234)
+    row = timed_generation(lm, tok, generation_requests(records, 512, max_new, {"seed": 1234}))
+    say(f"  vLLM (lm-eval vllm model), {row['prompts']} prompts: {row['tokens_per_s']:,.0f} "
+        "new tokens/s")
+    return {"attn": "vllm", "cache": "paged", "batch": "auto", **row}
 
 
 # ---------------------------------------------------------------- 4. projections

@@ -102,3 +102,42 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
     if done.returncode != 0:
         pytest.fail(f"feyntune eval failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return runs
+
+
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory, smollm2_path, sample_path):
+    """Two adapters of SmolLM2 with random non-zero updates (one per LoRA variant), named as the
+    study's s3 and s3_qkv, and three real hep-th abstracts (`feyntune reproduce` tests). Made
+    once per test module; tests read them and must not change them."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from harness.ground.abstracts import clean_abstract, primary_category
+
+    tmp_path = tmp_path_factory.mktemp("stand_ins")
+    adapters = tmp_path / "adapters"
+    targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+               "s3_qkv": ["q_proj", "k_proj", "v_proj"]}
+    for seed, (name, modules) in enumerate(targets.items()):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
+        config = LoraConfig(r=4, lora_alpha=8, target_modules=modules, init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        with torch.no_grad():  # small updates: the adapters change, not wreck, the model
+            for param_name, param in peft_model.named_parameters():
+                if "lora_B" in param_name:
+                    param.mul_(0.05)
+        peft_model.save_pretrained(adapters / name)
+    docs = tmp_path / "docs.jsonl"
+    with open(sample_path, encoding="utf-8") as src, open(docs, "w", encoding="utf-8") as dst:
+        kept = 0
+        for line in src:
+            record = json.loads(line)
+            if primary_category(record["categories"]) == "hep-th" and kept < 3:
+                dst.write(json.dumps({"id": record["id"], "title": record["title"],
+                                      "abstract": clean_abstract(record["abstract"])}) + "\n")
+                kept += 1
+    return adapters, docs

