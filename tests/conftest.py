@@ -104,33 +104,35 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
     return runs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stand_ins(tmp_path_factory, smollm2_path, sample_path):
-    """Two adapters of SmolLM2 with random non-zero updates (one per LoRA variant), named as the
-    study's s3 and s3_qkv, and three real hep-th abstracts (`feyntune reproduce` tests). Made
-    once per test module; tests read them and must not change them."""
+    """Two adapters of SmolLM2 trained here by `feyntune train` (the paper recipe: NF4 base,
+    LoRA r 8 / alpha 32; two steps of batch 2 on short real hep-th abstracts), LoRA-all as the
+    study's s3 and LoRA-QKV as s3_qkv, and three real hep-th abstracts to evaluate on
+    (`feyntune reproduce` tests). Made once per session; tests read them and must not change
+    them."""
     import json
 
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    import yaml
+    from sample_sets import write_short_set
 
+    from harness import cli
     from harness.ground.abstracts import clean_abstract, primary_category
 
     tmp_path = tmp_path_factory.mktemp("stand_ins")
+    data = write_short_set(sample_path, tmp_path / "data" / "s3", n_train=8, n_validation=4,
+                           words=16)
+    (data.parent / "manifest.json").write_text('{"set": "s3"}')
+    # short runs: no activation checkpointing (pure overhead at this size), 2 evaluations
+    config = tmp_path / "short.yaml"
+    config.write_text(yaml.safe_dump({"gradient_checkpointing": False, "evaluations": 2,
+                                      "per_device_eval_batch_size": 4}))
     adapters = tmp_path / "adapters"
-    targets = {"s3": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-               "s3_qkv": ["q_proj", "k_proj", "v_proj"]}
-    for seed, (name, modules) in enumerate(targets.items()):
-        torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32)
-        config = LoraConfig(r=4, lora_alpha=8, target_modules=modules, init_lora_weights=False)
-        peft_model = get_peft_model(model, config)
-        with torch.no_grad():  # small updates: the adapters change, not wreck, the model
-            for param_name, param in peft_model.named_parameters():
-                if "lora_B" in param_name:
-                    param.mul_(0.05)
-        peft_model.save_pretrained(adapters / name)
+    for name, lora in (("s3", "all"), ("s3_qkv", "qkv")):
+        code = cli.main(["train", "--base", str(smollm2_path), "--data", str(data), "--lora", lora,
+                         "--out", str(adapters / name), "--max-steps", "2", "--batch-size", "2",
+                         "--config", str(config)])
+        assert code == 0, f"feyntune train ({lora}) failed"
     docs = tmp_path / "docs.jsonl"
     with open(sample_path, encoding="utf-8") as src, open(docs, "w", encoding="utf-8") as dst:
         kept = 0
