@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 
+import psutil
 import pytest
 
 from harness import cli
@@ -46,6 +47,10 @@ def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
     out = capsys.readouterr().out
     assert "3 model(s), 3 document(s)" in out and "0 failed" in out
     assert "with vllm = the hf figure" in out
+    # no engine outlives its model's evaluation (each held its memory share until then)
+    engines = [p for p in psutil.Process().children(recursive=True)
+               if any("VLLM" in part or "vllm" in part for part in p.cmdline())]
+    assert not engines, [p.cmdline() for p in engines]
     assert cli.main(argv("hf")) == 0
     capsys.readouterr()
 

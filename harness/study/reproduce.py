@@ -298,7 +298,8 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
                         opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
-    code = run_lm_eval(argv)
+    vllm = opts.engine is not None and opts.engine.backend == "vllm"
+    code = run_in_own_process(argv) if vllm else run_lm_eval(argv)
     if code != 0:
         raise FeynTuneError(f"lm-eval exited with {code}")
     missing = set(item.todo) - finished_tasks(item.out, item.marker, since=started)
@@ -306,6 +307,41 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
         raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
     if folder is not None and not opts.keep_merged:
         remove_merged(folder)
+
+
+def run_in_own_process(argv: list[str]) -> int:
+    """lm-eval in a child process, for vLLM: lm-eval never shuts its vLLM engine down, and the
+    engine keeps what it reserved (by default 90% of the GPU's memory) until the process that
+    made it ends, so the next model's engine in the same process would find no memory free."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=_lm_eval_and_exit, args=(argv,))
+    process.start()
+    process.join()
+    return process.exitcode
+
+
+def _lm_eval_and_exit(argv: list[str]) -> None:
+    from harness.evaluate.command import run_lm_eval
+
+    try:
+        code = run_lm_eval(argv)
+    finally:
+        end_child_processes()
+    sys.exit(code)
+
+
+def end_child_processes(grace_seconds: float = 30.0) -> None:
+    """End the engine processes lm-eval left running (vLLM's engine core and its workers): a
+    spawned process waits at its exit for its children, and these never end by themselves."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_seconds)
+    for child in alive:
+        child.kill()
 
 
 def check_before_work(base: str, todo: list[Planned]) -> None:
