@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.ground.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError, first_line
 
 DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
           "float32": "float32", "fp32": "float32"}
@@ -44,7 +44,7 @@ def _load_base(base: str, dtype):
     try:
         return AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise FeynTuneError(f"cannot load base model {base!r}: {first}") from None
 
 
@@ -100,7 +100,7 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: str = "bfloat16",
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise FeynTuneError(f"cannot load base model {base!r} (its tokenizer): {first}") from None
 
     print(f"merging {adapter} into {base} (in float32, saved as {dtype})", file=sys.stderr)

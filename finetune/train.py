@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.ground.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError, first_line
 
 CHECKPOINTS = "checkpoints"
 # Changing these between an interrupted run and its resumption does not change the result
@@ -111,7 +111,7 @@ def _base_config(base: str):
     try:
         return AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise FeynTuneError(f"cannot load base model {base!r}: {first}") from None
 
 

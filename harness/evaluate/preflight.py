@@ -8,12 +8,7 @@ recognise) and an adapter's adapter_config.json; for a hub id they come from the
 
 from __future__ import annotations
 
-from harness.ground.errors import FeynTuneError
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+from harness.ground.errors import FeynTuneError, first_line
 
 
 def check_base(base: str) -> None:
@@ -23,7 +18,7 @@ def check_base(base: str) -> None:
     try:
         AutoConfig.from_pretrained(base)
     except (OSError, ValueError, KeyError) as err:
-        raise FeynTuneError(f"base model {base} cannot be loaded: {_first_line(err)}") from None
+        raise FeynTuneError(f"base model {base} cannot be loaded: {first_line(err)}") from None
 
 
 def check_adapter(name: str, source: str) -> None:
@@ -33,7 +28,7 @@ def check_adapter(name: str, source: str) -> None:
     try:
         PeftConfig.from_pretrained(source)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FeynTuneError(f"adapter {name} ({source}) cannot be loaded: {_first_line(err)}") \
+        raise FeynTuneError(f"adapter {name} ({source}) cannot be loaded: {first_line(err)}") \
             from None
 
 

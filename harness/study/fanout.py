@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.ground.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError, first_line
 from harness.study import claims
 
 EXECUTORS = ("slurm", "local")
@@ -344,7 +344,7 @@ def submit_slurm(submitit, cluster: Cluster, params: dict, evaluate_model, todo:
         raise FeynTuneError(f"SLURM submission failed: {first}") from None
     except ValueError as err:
         raise FeynTuneError(f"SLURM parameters refused by submitit: "
-                            f"{str(err).splitlines()[0]}") from None
+                            f"{first_line(err)}") from None
     array = jobs[0].job_id.split("_")[0]
     print(f"submitted SLURM array {array}: {len(jobs)} job(s)", flush=True)
     for job, item in zip(jobs, todo):

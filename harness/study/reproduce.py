@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness.evaluate import backends
 from harness.evaluate.documents import user_path
-from harness.ground.errors import FeynTuneError
+from harness.ground.errors import FeynTuneError, first_line
 from harness.ground.names import short_name
 from harness.ground.subtasks import GEN_TASK, PPL_TASK, RUNS_DIR
 from harness.study import claims, fanout
@@ -214,7 +214,7 @@ def local_adapter(source: str) -> Path:
 
         return Path(snapshot_download(source))
     except Exception as err:  # noqa: BLE001 -- hub errors have many types; the message says it
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise FeynTuneError(f"cannot get adapter {source}: {first}") from None
 
 
