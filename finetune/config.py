@@ -82,6 +82,9 @@ class TrainConfig:
     per_device_batch_size: int
     seed: int
     evaluations: int  # validation passes over the run, the first before the first step
+    # Validate on the first N abstracts of the validation split (None: all of them). The paper
+    # preset uses the whole split; smoke runs, tests and the demo use a few.
+    eval_documents: int | None = None
     precision: str = "auto"  # "auto" (bf16 where supported), "bf16", "fp32"
     # true / false, or "auto": off when the longest batch fits in device memory without it
     # (decided at the start of the run, finetune/memory.py); the fast preset uses "auto"
@@ -203,7 +206,10 @@ def validate(cfg: TrainConfig) -> None:
     checks = [
         (cfg.per_device_batch_size >= 1, "the batch size must be at least 1"),
         (cfg.epochs > 0 or cfg.max_steps > 0, "epochs or max_steps must be positive"),
-        (cfg.evaluations >= 1, "evaluations must be at least 1 (the one before the first step)"),
+        (_is_count(cfg.evaluations),
+         "evaluations must be a whole number of at least 1 (the one before the first step)"),
+        (cfg.eval_documents is None or _is_count(cfg.eval_documents),
+         "eval_documents must be a whole number of at least 1, or null for the whole validation split"),
         (cfg.num_processes >= 1, "num_processes must be at least 1"),
         (cfg.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
         (0 <= cfg.optim.warmup_fraction < 1, "warmup_fraction must be in [0, 1)"),
@@ -212,6 +218,11 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise FeynTuneError(message)
+
+
+def _is_count(value) -> bool:
+    # bool is an int subclass: `eval_documents: true` in a YAML file is a mistake, not 1
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def evaluation_steps(total_steps: int, evaluations: int) -> list[int]:

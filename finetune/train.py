@@ -56,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="force activation checkpointing on or off (paper: on; fast: decided by "
                         "device memory)")
     p.add_argument("--seed", type=int, help="random seed (paper: 42)")
+    p.add_argument("--evaluations", type=int,
+                   help="validation passes over the run, the first before the first step (paper: 10)")
+    p.add_argument("--eval-documents", type=int, metavar="N",
+                   help="validate on the first N abstracts of the validation split (paper: all); "
+                        "for smoke runs and tests, where full passes would take most of the time")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out (after Ctrl-C or a crash)")
 
@@ -65,6 +70,7 @@ def overrides_from_args(args) -> dict:
         "base": args.base, "data": args.data, "out": args.out,
         "epochs": args.epochs, "max_steps": args.max_steps, "per_device_batch_size": args.batch_size,
         "num_processes": args.num_processes, "seed": args.seed,
+        "evaluations": args.evaluations, "eval_documents": args.eval_documents,
         "gradient_checkpointing": args.gradient_checkpointing,
         "lora": {"variant": args.lora} if args.lora else None,
         "quant": {"method": args.quantize} if args.quantize else None,
@@ -101,8 +107,9 @@ def resolve_from_args(args):
 class Prepared:
     files: dict
     train_texts: list
-    validation_texts: list
+    validation_texts: list  # the abstracts each validation pass scores (eval_documents applied)
     resume_from: str | None
+    validation_split_size: int = 0  # abstracts in validation.jsonl
 
 
 def _base_config(base: str):
@@ -151,6 +158,8 @@ def preflight(cfg, resume: bool) -> Prepared:
     field = cfg.data_settings.text_field
     train_texts = collate.read_texts(files["train"], field)
     validation_texts = collate.read_texts(files["validation"], field)
+    split_size = len(validation_texts)
+    validation_texts = first_validation_documents(validation_texts, cfg.eval_documents, files["validation"])
     check_target_modules(cfg.base, cfg.target_modules)
     out = Path(cfg.out)
     checkpoint = latest_checkpoint(out)
@@ -170,7 +179,18 @@ def preflight(cfg, resume: bool) -> Prepared:
         raise FeynTuneError(
             f"{out} already holds checkpoints of a run; continue it with --resume, "
             "or choose another --out")
-    return Prepared(files, train_texts, validation_texts, str(checkpoint) if resume else None)
+    return Prepared(files, train_texts, validation_texts, str(checkpoint) if resume else None,
+                    split_size)
+
+
+def first_validation_documents(texts: list, wanted: int | None, source: Path) -> list:
+    """The abstracts a validation pass scores: all (`wanted` None) or the first `wanted`.
+    Asking for more than the split holds is refused rather than quietly validating on fewer."""
+    if wanted is None:
+        return texts
+    if wanted > len(texts):
+        raise FeynTuneError(f"eval_documents {wanted}: {source} holds only {len(texts)} abstracts")
+    return texts[:wanted]
 
 
 # ---------------------------------------------------------------- the run
@@ -348,7 +368,7 @@ def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
         model=model, args=TrainingArguments(**targs), train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=collator, processing_class=tokenizer,
         callbacks=[EvaluationSchedule(eval_steps, n_total), *extra_callbacks, stop,
-                   TokenProgress()])
+                   TokenProgress(len(val_ds))])
     trainer.remove_callback(PrinterCallback)
 
     # 5. train; curves are written even when stopped early
@@ -371,6 +391,7 @@ def run_training(cfg, resume: bool = False, extra_callbacks=()) -> Path:
             cfg, prepared.files, train_ds, val_ds, trainer, targs, rows,
             steps={"total_steps": n_total, "steps_per_epoch": per_epoch,
                    "evaluation_steps": eval_steps},
+            validation_split_size=prepared.validation_split_size,
             world_size=ws, use_cpu=use_cpu, compute_dtype=compute_dtype, attn=attn,
             resumed=resume, elapsed=elapsed, checkpointing=checkpointing.record()))
     return out

@@ -83,11 +83,17 @@ class GracefulStop(TrainerCallback):
 
 
 class TokenProgress(TrainerCallback):
-    """A tqdm bar over optimizer steps showing loss, learning rate, tokens/s and time left."""
+    """A tqdm bar over optimizer steps showing loss, learning rate, tokens/s and time left.
 
-    def __init__(self):
+    While a validation pass runs, the bar's label says so and counts the pass's abstracts and
+    batches (`validating 12/56 docs, batch 3/14`): a full pass can take as long as many steps.
+    """
+
+    def __init__(self, validation_documents: int | None = None):
         self.bar = None
         self.postfix: dict[str, str] = {}
+        self.validation_documents = validation_documents
+        self._batches_done: int | None = None  # None: no validation pass running
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -98,6 +104,37 @@ class TokenProgress(TrainerCallback):
                         desc="training", dynamic_ncols=True, file=sys.stderr)
         self._t0 = time.perf_counter()
         self._tokens0 = state.num_input_tokens_seen
+        if args.eval_on_start:  # the pass before the first step starts right after this
+            self._validation_started(args)
+
+    def _validation_started(self, args, batches: int | None = None) -> None:
+        self._batches_done = 0
+        self._show_validation(args, batches)
+
+    def _show_validation(self, args, batches: int | None) -> None:
+        total = self.validation_documents
+        per_batch = args.per_device_eval_batch_size * args.world_size
+        label = "validating"
+        if total is not None:
+            label += f" {min(self._batches_done * per_batch, total)}/{total} docs"
+        if batches is not None:
+            label += f", batch {self._batches_done}/{batches}"
+        self.bar.set_description_str(label)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.bar is None:
+            return
+        if self._batches_done is None:  # a pass no schedule announced (e.g. trainer.evaluate())
+            self._batches_done = 0
+        self._batches_done += 1
+        batches = len(eval_dataloader) if eval_dataloader is not None else None
+        self._show_validation(args, batches)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        self._batches_done = None
+        self.bar.set_description_str("training")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is None:
@@ -109,6 +146,8 @@ class TokenProgress(TrainerCallback):
         self.postfix["epoch"] = f"{state.epoch:.2f}"
         self.bar.set_postfix(self.postfix, refresh=False)
         self.bar.update(state.global_step - self.bar.n)
+        if control.should_evaluate:  # set by EvaluationSchedule, which runs before this callback
+            self._validation_started(args)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is None or not logs:

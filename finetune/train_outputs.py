@@ -52,7 +52,8 @@ def _jsonable(value):
 
 def run_record(cfg, files: dict, train_ds, val_ds, trainer, targs: dict, rows: list[dict], *,
                steps: dict, world_size: int, use_cpu: bool, compute_dtype, attn: str,
-               resumed: bool, elapsed: float, checkpointing: dict) -> dict:
+               resumed: bool, elapsed: float, checkpointing: dict,
+               validation_split_size: int) -> dict:
     """Everything needed to tell what a run did and to repeat it: data hashes, versions, the
     resolved recipe, the Trainer's own arguments and the decisions made at run time. `steps`:
     total_steps, steps_per_epoch and evaluation_steps as the run computed them."""
@@ -76,6 +77,8 @@ def run_record(cfg, files: dict, train_ds, val_ds, trainer, targs: dict, rows: l
         "steps_per_epoch": steps["steps_per_epoch"],
         "warmup_steps_resolved": trainer.args.get_warmup_steps(steps["total_steps"]),
         "evaluation_steps": steps["evaluation_steps"],
+        "validation": validation_record(trainer.state.log_history, len(val_ds),
+                                        validation_split_size),
         "resumed": resumed,
         "training_args": targs,
         "config": cfg.to_dict(),
@@ -87,6 +90,15 @@ def run_record(cfg, files: dict, train_ds, val_ds, trainer, targs: dict, rows: l
             "input_tokens_seen": trainer.state.num_input_tokens_seen,
         },
     }
+
+
+def validation_record(log_history: list[dict], documents: int, split_size: int) -> dict:
+    """What the validation passes did: abstracts scored per pass (and the split's size), and the
+    passes actually made, read from the Trainer's log (a resumed run's log holds the earlier
+    session's passes too)."""
+    steps = [e["step"] for e in log_history if "eval_loss" in e]
+    return {"documents_per_pass": documents, "split_documents": split_size,
+            "passes": len(steps), "pass_steps": steps}
 
 
 def write_run_json(path: Path, record: dict) -> None:
