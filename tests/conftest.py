@@ -106,11 +106,13 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
 
 @pytest.fixture(scope="session")
 def stand_ins(tmp_path_factory, smollm2_path, sample_path):
-    """Two adapters of SmolLM2 trained here by `feyntune train` (the paper recipe: NF4 base,
-    LoRA r 8 / alpha 32; two steps of batch 2 on short real hep-th abstracts), LoRA-all as the
-    study's s3 and LoRA-QKV as s3_qkv, and three real hep-th abstracts to evaluate on
-    (`feyntune reproduce` tests). Made once per session; tests read them and must not change
-    them."""
+    """Two adapters of SmolLM2 trained here by `feyntune train` (the paper recipe, LoRA r 8 /
+    alpha 32, two steps of batch 2 on short real hep-th abstracts), LoRA-all as the study's s3
+    and LoRA-QKV as s3_qkv, and three real hep-th abstracts to evaluate on (`feyntune
+    reproduce` tests). The base is not quantised: reproduce merges into the 16/32-bit base
+    whatever the adapter was trained on, and NF4 on a CPU only slows the set-up (NF4 training
+    is tested in tests/test_train_run.py). Made once per session; tests read them and must not
+    change them."""
     import json
 
     import yaml
@@ -123,10 +125,12 @@ def stand_ins(tmp_path_factory, smollm2_path, sample_path):
     data = write_short_set(sample_path, tmp_path / "data" / "s3", n_train=8, n_validation=4,
                            words=16)
     (data.parent / "manifest.json").write_text('{"set": "s3"}')
-    # short runs: no activation checkpointing (pure overhead at this size), 2 evaluations
+    # short runs: no activation checkpointing (pure overhead at this size), 2 validation
+    # passes of 2 abstracts
     config = tmp_path / "short.yaml"
     config.write_text(yaml.safe_dump({"gradient_checkpointing": False, "evaluations": 2,
-                                      "per_device_eval_batch_size": 4}))
+                                      "eval_documents": 2, "per_device_eval_batch_size": 4,
+                                      "quant": {"method": "none"}}))
     adapters = tmp_path / "adapters"
     for name, lora in (("s3", "all"), ("s3_qkv", "qkv")):
         code = cli.main(["train", "--base", str(smollm2_path), "--data", str(data), "--lora", lora,
@@ -143,3 +147,26 @@ def stand_ins(tmp_path_factory, smollm2_path, sample_path):
                                       "abstract": clean_abstract(record["abstract"])}) + "\n")
                 kept += 1
     return adapters, docs
+
+
+@pytest.fixture(scope="session")
+def sequential(stand_ins, smollm2_path, minilm_path, tmp_path_factory):
+    """The offline reproduction through hf (`feyntune reproduce` of Base, s3 and s3_qkv on the
+    stand-ins), one model after another in this process. Made once per session: the hf tests
+    read it, and the vLLM test takes its figures as the reference. Tests must not change it."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from reproduce_runs import reproduce_argv
+
+    from harness import cli
+
+    root = tmp_path_factory.mktemp("sequential")
+    argv = reproduce_argv(stand_ins, smollm2_path, minilm_path, root / "runs", root / "work")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(argv)
+    assert code == 0
+    return SimpleNamespace(argv=argv, runs=root / "runs", work=root / "work",
+                           out=printed.getvalue())

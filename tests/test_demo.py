@@ -28,13 +28,16 @@ def mini_snapshot(sample_path, tmp_path):
 def test_demo_runs_every_step_and_resumes(mini_snapshot, smollm2_path, minilm_path, tmp_path, capsys):
     cfg = demo.DemoConfig(snapshot=mini_snapshot, work=tmp_path / "work", runs=tmp_path / "runs",
                           results=tmp_path / "results", max_steps=2, batch_size=2, eval_docs=2,
-                          max_new_tokens=4)
+                          max_new_tokens=4, validation_docs=2)
     assert demo.run_demo(cfg) == 0
     out = capsys.readouterr().out
     assert (cfg.work / "data" / "s1" / "test.jsonl").is_file()
     assert (cfg.work / "data" / "s3" / "train.jsonl").is_file()
     for adapter in cfg.adapters().values():
         assert (adapter / "adapter_config.json").is_file() and (adapter / "run.json").is_file()
+        run = json.loads((adapter / "run.json").read_text())
+        assert run["quantization"] == "nf4"  # the paper preset, cut to a step budget
+        assert (run["validation"]["documents_per_pass"], run["validation"]["passes"]) == (2, 2)
     with open(cfg.results / "leaderboard.csv", newline="", encoding="utf-8") as f:
         measured = [r for r in csv.DictReader(f) if r["source"] == "measured"]
     assert len(measured) == 3 and all(r["ppl_token_mean"] != "NA" for r in measured)

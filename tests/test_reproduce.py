@@ -4,23 +4,19 @@ measured-beside-reported and paired-change columns."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import math
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
+from reproduce_runs import reproduce_argv
 
 from harness import cli
 from harness.study import registry as study
 from harness.study import reproduce
-
-MAX_NEW = 4
 
 
 def test_dry_run_prints_every_model_and_the_assumed_time(capsys, tmp_path):
@@ -147,29 +143,6 @@ def test_memory_share_that_does_not_fit_is_one_line(share, message, tmp_path, ca
 
 
 # ---- end to end, offline ------------------------------------------------------------------------
-
-def reproduce_argv(stand_ins, smollm2_path, minilm_path, runs, work) -> list[str]:
-    adapters, docs = stand_ins
-    return ["reproduce", "--base", str(smollm2_path), "--adapters", str(adapters),
-            "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
-            "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
-            "--dtype", "float32", "--semscore-model", str(minilm_path),
-            "--runs", str(runs), "--work", str(work)]
-
-
-@pytest.fixture(scope="module")
-def sequential(stand_ins, smollm2_path, minilm_path, tmp_path_factory):
-    """The offline reproduction, one model after another in this process (made once; the tests
-    read its run folders and must not change them)."""
-    root = tmp_path_factory.mktemp("sequential")
-    argv = reproduce_argv(stand_ins, smollm2_path, minilm_path, root / "runs", root / "work")
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = cli.main(argv)
-    assert code == 0
-    return SimpleNamespace(argv=argv, runs=root / "runs", work=root / "work",
-                           out=printed.getvalue())
-
 
 def _ppl_by_doc(run_dir):
     (path,) = run_dir.rglob("samples_hepth_completion_ppl_*.jsonl")
