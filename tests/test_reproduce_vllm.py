@@ -9,10 +9,9 @@ this module starts two: the base (unmerged) and one merged adapter. s3_qkv would
 path as s3 (a merged folder is a merged folder to vLLM); its merge and its leaderboard row are
 tested through hf in tests/test_reproduce.py.
 
-The engines run without inductor compilation (VLLM_CPU_CI_ENV=1, what vLLM's own CPU CI sets
-"to save time"; dynamo with the eager backend): about a minute less per engine. What is tested
-here is reproduce's route to vLLM (merge, one engine per model in a process of its own, resume,
-run folders the leaderboard reads); the compiled engine's figures are held to hf's in
+The engines run without inductor compilation (tests/conftest.py sets VLLM_CPU_CI_ENV): what is
+tested here is reproduce's route to vLLM (merge, one engine per model in a process of its own,
+resume, run folders the leaderboard reads); the compiled engine's figures are held to hf's in
 tests/test_vllm_backend.py.
 """
 
@@ -40,9 +39,7 @@ def _samples(run_dir, task):
 
 @pytest.mark.slow
 def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
-        sequential, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("VLLM_CPU_CI_ENV", "1")  # the engines' child processes inherit it
-
+        sequential, tmp_path, capsys):
     def argv(runs, *backend):
         """The session's hf reproduction with s3 only, on another runs folder."""
         flags = sequential.argv[:sequential.argv.index("--runs")]
