@@ -57,11 +57,13 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "== chromium not found and not root: browser tests will be skipped (or fail under CI=true)"; fi; }
 
+# --durations: the slowest tests are listed at the end of every run, so a test that outgrows
+# the suite's budget (15 minutes on 2 cores; test-fast 5) is seen where it is added.
 test: assets browser
-	"$(BIN)/python" -m pytest -q -ra $(PYTEST_ARGS)
+	"$(BIN)/python" -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 test-fast: venv
-	"$(BIN)/python" -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+	"$(BIN)/python" -m pytest -q -ra --durations=15 -m "not slow" $(PYTEST_ARGS)
 
 demo: assets
 	"$(BIN)/feyntune" demo $(DEMO_ARGS)
