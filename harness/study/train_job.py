@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,10 @@ class TrainJob:
             self._stopping = True
             child.send_signal(signal.SIGTERM)
         try:
-            child.wait()
+            wait_for_end(child)
         except BaseException:
             child.send_signal(signal.SIGTERM)
-            child.wait()
+            wait_for_end(child)
             raise
 
     def checkpoint(self, *args, **kwargs):
@@ -147,6 +148,21 @@ class TrainJob:
 
         self.stop_child()
         return DelayedSubmission(TrainJob(list(self.argv), Path(self.out), self.processes))
+
+
+def wait_for_end(child: subprocess.Popen) -> None:
+    """Wait until `child` has ended, without reaping it: this runs in a signal handler that
+    may have interrupted `child.wait()`, whose lock is then held (a second wait would hang);
+    the interrupted wait reaps it afterwards."""
+    import psutil
+
+    while child.returncode is None:
+        try:
+            if psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.1)
 
 
 def start_shielded(cmd: list[str]) -> subprocess.Popen:
