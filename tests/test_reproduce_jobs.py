@@ -264,6 +264,8 @@ def test_slurm_wait_follows_jobs_and_fails_when_one_failed(fake_slurm, offline_m
     (["--executor", "slurm", "--slurm", "account"], "expected KEY=VALUE"),
     (["--executor", "slurm", "--time", "ten"], "--time 'ten': expected minutes"),
     (["--executor", "local", "--jobs", "0"], "--jobs must be at least 1"),
+    (["--requeues", "2"], "--requeues needs --executor slurm or local"),
+    (["--executor", "slurm", "--requeues", "-1"], "--requeues must be 0 or more"),
 ])
 def test_bad_job_options_are_one_line(extra, message, offline_models, tmp_path, capsys):
     argv = ["reproduce", *offline_models, "--runs", str(tmp_path / "runs"), "--dry-run", *extra]

@@ -128,7 +128,7 @@ def test_the_slurm_submission_is_checked_without_a_cluster(fake_slurm, tmp_path,
     # the report last, after every evaluation, on no GPU
     report = sbatch_flags(fake_slurm / "sbatch-4246.sh")
     assert report["dependency"] == "afterok:4243:4244:4245" and "gpus-per-node" not in report
-    assert sorted(p.name for p in fake_slurm.glob("sbatch-*.sh"))[-1] == "sbatch-4246.sh"
+    assert max(p.name for p in fake_slurm.glob("sbatch-*.sh")) == "sbatch-4246.sh"
     out = capsys.readouterr().out
     assert "submitted SLURM array 4242: 2 job(s)" in out
     assert "submitted SLURM job 4246 after 4243, 4244, 4245 (afterok)" in out
@@ -154,6 +154,12 @@ def test_the_slurm_submission_is_checked_without_a_cluster(fake_slurm, tmp_path,
     third = executors.SlurmExecutor(logs, {"time": 120}).run(study_jobs(tmp_path)[:5])
     assert [o.job for o in third if "already queued" not in o.detail] == ["eval/Base", "eval/s3"]
     assert sbatch_flags(fake_slurm / "sbatch-4248.sh")["dependency"] == "afterok:4242_0"
+
+    # a job over several nodes would run whole on each node: refused, before any submission
+    wide = [Job("train/big", "train", functools.partial(print), gpus=8, nodes=2)]
+    with pytest.raises(FeynTuneError, match="train/big: jobs over several nodes"):
+        executors.SlurmExecutor(logs, {"time": 120}).run(wide)
+    assert not (fake_slurm / "sbatch-4249.sh").exists()
 
 
 def test_reproduce_does_not_submit_models_still_queued(fake_slurm, tmp_path, capsys):
@@ -253,7 +259,7 @@ def test_ctrl_c_stops_local_jobs_in_one_line(tmp_path):
     family = psutil.Process(proc.pid).children(recursive=True)
     assert len(family) >= 4  # a controller and a job process per job
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    out, err = proc.communicate(timeout=60)
+    err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 2
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]

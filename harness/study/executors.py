@@ -284,6 +284,10 @@ class SlurmExecutor(Executor):
 
     def run(self, jobs: Sequence[Job]) -> list[Outcome]:
         check_order(jobs)
+        wide = [job.name for job in jobs if job.nodes > 1]
+        if wide:  # each node would run the whole job: a training job N times over one folder
+            raise FeynTuneError(f"{', '.join(wide)}: jobs over several nodes are not supported "
+                                "yet; use one node (--gpus-per-job up to its GPUs)")
         submitit = submitit_module()
         queued = submitted(self.logs)
         ids: dict[str, str] = {}

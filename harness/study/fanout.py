@@ -62,6 +62,7 @@ class Cluster:
     minutes: int | None = None
     array_parallelism: int | None = None
     extra: dict = field(default_factory=dict)
+    requeues: int = 3                  # submitit's max_num_timeout
 
 
 # ---- options -----------------------------------------------------------------------------------
@@ -87,6 +88,9 @@ def register_options(p) -> None:
                        help="any other sbatch parameter submitit knows (repeatable): "
                        "account=..., qos=..., constraint=..., exclude=..., setup='module load "
                        "cuda' ...")
+    group.add_argument("--requeues", type=int, default=None,
+                       help="times a job is requeued after reaching its time limit (training "
+                       "resumes from the checkpoint it saved; default: 3)")
     group.add_argument("--logs", default=None,
                        help="job logs, one per job (default: RUNS/.logs)")
     group.add_argument("--wait", action="store_true",
@@ -142,7 +146,7 @@ def cluster_from_args(args, logs: Path) -> Cluster | None:
                   "--mem-gb": args.mem_gb, "--array-parallelism": args.array_parallelism,
                   "--slurm": args.slurm or None, "--wait": args.wait or None}
     given = {"--jobs": args.jobs, "--gpus-per-job": args.gpus_per_job, "--time": args.time,
-             "--logs": args.logs, **slurm_only}
+             "--logs": args.logs, "--requeues": args.requeues, **slurm_only}
     if args.executor in (None, "sequential"):
         for name, value in given.items():
             if value is not None:
@@ -161,6 +165,8 @@ def cluster_from_args(args, logs: Path) -> Cluster | None:
                         "--array-parallelism": args.array_parallelism}.items():
         if value is not None and value < 1:
             raise FeynTuneError(f"{name} must be at least 1")
+    if args.requeues is not None and args.requeues < 0:
+        raise FeynTuneError("--requeues must be 0 or more")
     if args.mem_gb is not None and args.mem_gb <= 0:
         raise FeynTuneError("--mem-gb must be positive")
     extra = parse_extra(args.slurm)
@@ -171,7 +177,8 @@ def cluster_from_args(args, logs: Path) -> Cluster | None:
                                 "knows (e.g. account, qos, constraint, exclude, gres, setup)")
     return Cluster(args.executor, logs, args.wait, args.gpus_per_job or 1, args.jobs,
                    args.partition, args.cpus_per_job, args.mem_gb,
-                   parse_minutes(args.time) if args.time else None, args.array_parallelism, extra)
+                   parse_minutes(args.time) if args.time else None, args.array_parallelism, extra,
+                   3 if args.requeues is None else args.requeues)
 
 
 def writable_folder(folder: Path, option: str) -> None:
@@ -284,7 +291,8 @@ def executor_for(cluster: Cluster | None, job_name: str | None = None) -> Execut
     if cluster.executor == "local":
         slots = local_slots(cluster)
         return LocalExecutor(cluster.logs, gpus=[gpu for slot in slots for gpu in slot],
-                             at_once=len(slots), minutes=cluster.minutes)
+                             at_once=len(slots), minutes=cluster.minutes,
+                             max_requeues=cluster.requeues)
     params = {key: value for key, value in sbatch_parameters(cluster, 0).items()
               if key not in ("array_parallelism", "gpus_per_node")}
     if cluster.array_parallelism:
@@ -293,7 +301,7 @@ def executor_for(cluster: Cluster | None, job_name: str | None = None) -> Execut
         params["job_name"] = job_name
     else:
         params.pop("job_name")
-    return SlurmExecutor(cluster.logs, params, wait=cluster.wait)
+    return SlurmExecutor(cluster.logs, params, wait=cluster.wait, max_requeues=cluster.requeues)
 
 
 def executor_from_args(args, logs: Path) -> Executor:
