@@ -221,7 +221,7 @@ def test_local_jobs_wait_for_their_dependencies_and_say_what_became_of_each(tmp_
 
 
 HOLD_AND_CTRL_C = """
-import functools, sys, time
+import functools, subprocess, sys, time
 from pathlib import Path
 from harness.ground.errors import FeynTuneError
 from harness.study import claims, executors
@@ -229,6 +229,7 @@ from harness.study.jobs import Job, State
 
 def hold(folder):
     with claims.claim(Path(folder)):
+        subprocess.Popen(["sleep", "300"])  # e.g. an lm-eval process the job started
         Path(folder, "started").write_text("")
         time.sleep(300)
     return State.DONE
@@ -245,8 +246,8 @@ except FeynTuneError as err:
 
 def test_ctrl_c_stops_local_jobs_in_one_line(tmp_path):
     """Ctrl-C in the terminal (SIGINT to the whole process group) while two local jobs run:
-    one line, no traceback, the jobs' processes ended and their claims released, so that the
-    next run takes the models (issue 28, defect 2)."""
+    one line, no traceback, the jobs' processes (and the processes they started) ended and
+    their claims released, so that the next run takes the models (issue 28, defect 2)."""
     import psutil
 
     proc = subprocess.Popen([sys.executable, "-c", HOLD_AND_CTRL_C, str(tmp_path)],
@@ -257,7 +258,7 @@ def test_ctrl_c_stops_local_jobs_in_one_line(tmp_path):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
     family = psutil.Process(proc.pid).children(recursive=True)
-    assert len(family) >= 4  # a controller and a job process per job
+    assert len(family) >= 6  # per job: a controller, the job's process and what it started
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 2

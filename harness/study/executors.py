@@ -60,9 +60,16 @@ class JobCall:
         self.stop_on_sigterm = stop_on_sigterm
 
     def __call__(self) -> Outcome:
-        if self.stop_on_sigterm:  # the local executor stops its jobs with SIGTERM (Ctrl-C)
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-        return run_call(self.job)
+        if not self.stop_on_sigterm:
+            return run_call(self.job)
+        # the local executor stops its jobs with SIGTERM (Ctrl-C): the call unwinds (claims
+        # released, a training child stopped at a checkpoint), then what it left running ends
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return run_call(self.job)
+        except KeyboardInterrupt:
+            end_children()
+            raise
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
@@ -79,6 +86,18 @@ class JobCall:
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def end_children(grace_seconds: float = 30.0) -> None:
+    """End this process's remaining children (e.g. an lm-eval process and its engine), which
+    would otherwise outlive the job or keep it waiting for them at its exit."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        child.terminate()
+    for child in psutil.wait_procs(children, timeout=grace_seconds)[1]:
+        child.kill()
 
 
 def job_failure(err: Exception) -> str:
