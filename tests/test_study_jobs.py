@@ -181,6 +181,8 @@ def test_reproduce_does_not_submit_models_still_queued(fake_slurm, tmp_path, cap
     assert cli.main(argv) == 0
     assert "submitted SLURM array 4242: 3 job(s)" in capsys.readouterr().out
     (fake_slurm / "queue").write_text("4242_0|PENDING\n4242_1|PENDING\n4242_2|PENDING\n")
+    assert cli.main([*argv, "--dry-run"]) == 0
+    assert "jobs: nothing to submit" in capsys.readouterr().out
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "s3: already queued as SLURM job 4242_1 (PENDING), not submitted again" in out

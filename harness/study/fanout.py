@@ -23,6 +23,7 @@ import functools
 import os
 import re
 import shlex
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,7 +198,6 @@ def writable_folder(folder: Path, option: str) -> None:
 def check_slurm(partition: str | None, dry_run: bool) -> None:
     """SLURM's commands are here (a dry run may be planned anywhere), and an unknown partition
     is refused when sinfo can list them (sbatch would refuse it too, after the plan)."""
-    import shutil
     import subprocess
 
     missing = [name for name in ("sbatch", "srun") if shutil.which(name) is None]
@@ -326,7 +326,9 @@ def dispatch(cluster: Cluster, evaluate_model, planned: list, opts, settings: di
     todo = [item for item in todo if not taken[item.study]]
     if cluster.executor == "slurm":
         check_slurm(cluster.partition, dry_run)
-        queued = submitted(cluster.logs) if not dry_run else {}
+        # a dry run may be planned where SLURM is not (then nothing can be queued there)
+        asked = not dry_run or shutil.which("squeue") is not None
+        queued = submitted(cluster.logs) if asked else {}
         for item in [item for item in todo if job_name(item) in queued]:
             entry = queued[job_name(item)]
             print(f"  {item.study}: already queued as SLURM job {entry['job_id']} "
