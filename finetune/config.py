@@ -21,6 +21,9 @@ import yaml
 from harness.ground.errors import FeynTuneError
 
 PRESETS_DIR = Path(__file__).with_name("presets")
+# `report_to`: the Trainer's own tracker integrations, and the modules each needs (any one)
+TRACKERS = {"none": (), "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
+            "mlflow": ("mlflow",), "trackio": ("trackio",)}
 
 
 @dataclass
@@ -96,6 +99,7 @@ class TrainConfig:
     num_processes: int = 1
     checkpoints_kept: int = 2
     dataloader_num_workers: int = 0
+    report_to: str = "none"  # a tracker of TRACKERS; curves.csv/png are written either way
     base: str = ""
     data: str = ""
     out: str = ""
@@ -201,6 +205,8 @@ def validate(cfg: TrainConfig) -> None:
     if not (isinstance(cfg.gradient_checkpointing, bool) or cfg.gradient_checkpointing == "auto"):
         raise FeynTuneError(f"gradient_checkpointing must be true, false or auto, not "
                             f"{cfg.gradient_checkpointing!r}")
+    if cfg.report_to not in TRACKERS:
+        raise FeynTuneError(f"unknown tracker {cfg.report_to!r}; use {', '.join(TRACKERS)}")
     if cfg.precision not in ("auto", "bf16", "fp32"):
         raise FeynTuneError(f"unknown precision {cfg.precision!r}; use auto, bf16 or fp32")
     checks = [
@@ -223,6 +229,17 @@ def validate(cfg: TrainConfig) -> None:
 def _is_count(value) -> bool:
     # bool is an int subclass: `eval_documents: true` in a YAML file is a mistake, not 1
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_tracker(name: str) -> None:
+    """The tracker's package is installed: one line saying what to install, before any work
+    (the Trainer would fail only when it builds its callbacks, after the model loaded)."""
+    import importlib.util
+
+    modules = TRACKERS[name]
+    if modules and not any(importlib.util.find_spec(module) for module in modules):
+        raise FeynTuneError(f"--report-to {name}: {modules[0]} is not installed; "
+                            f"pip install {modules[0]}")
 
 
 def evaluation_steps(total_steps: int, evaluations: int) -> list[int]:
@@ -299,5 +316,8 @@ def trainer_arguments(cfg: TrainConfig, output_dir: str, *, bf16: bool, use_cpu:
         "dataloader_num_workers": cfg.dataloader_num_workers,
         "ddp_find_unused_parameters": False if world_size > 1 else None,
         "disable_tqdm": True,  # our progress bar shows tokens/s
-        "report_to": "none",
+        "report_to": cfg.report_to,
+        # the run's name in the tracker (by default the Trainer names it after output_dir,
+        # which is every run's `checkpoints`)
+        "run_name": Path(cfg.out).name if cfg.out else None,
     }

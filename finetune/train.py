@@ -27,7 +27,7 @@ from harness.ground.errors import FeynTuneError, first_line
 CHECKPOINTS = "checkpoints"
 # Changing these between an interrupted run and its resumption does not change the result
 # (the checkpoint carries the data order), so they may differ.
-RESUMABLE_CHANGES = {"checkpoints_kept", "dataloader_num_workers"}
+RESUMABLE_CHANGES = {"checkpoints_kept", "dataloader_num_workers", "report_to"}
 
 
 class TrainingInterrupted(FeynTuneError):
@@ -61,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-documents", type=int, metavar="N",
                    help="validate on the first N abstracts of the validation split (paper: all); "
                         "for smoke runs and tests, where full passes would take most of the time")
+    p.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "mlflow", "trackio"],
+                   help="also log the run to a tracker, through the Trainer's own integration "
+                        "(default: none; curves.csv and curves.png are written either way)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the latest checkpoint in --out (after Ctrl-C or a crash)")
 
@@ -71,6 +74,7 @@ def overrides_from_args(args) -> dict:
         "epochs": args.epochs, "max_steps": args.max_steps, "per_device_batch_size": args.batch_size,
         "num_processes": args.num_processes, "seed": args.seed,
         "evaluations": args.evaluations, "eval_documents": args.eval_documents,
+        "report_to": getattr(args, "report_to", None),
         "gradient_checkpointing": args.gradient_checkpointing,
         "lora": {"variant": args.lora} if args.lora else None,
         "quant": {"method": args.quantize} if args.quantize else None,
@@ -422,7 +426,10 @@ def launch_data_parallel(cfg, resume: bool) -> int:
 
 
 def cmd_train(args) -> int:
+    from finetune import config as C
+
     cfg = resolve_from_args(args)
+    C.check_tracker(cfg.report_to)
     if cfg.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         preflight(cfg, args.resume)  # fail fast, before starting workers
         rc = launch_data_parallel(cfg, args.resume)

@@ -12,7 +12,10 @@ only from ground/), never in a cycle; tests/test_import_graph.py checks it from 
                   appeared), subtasks (the hepth_completion subtasks: names, metrics, fresh twins)
     study/        registry.py + study.yaml (the reference study's models and figures),
                   marker.py (what a reproduced run stands for), reproduce.py (`feyntune reproduce`),
-                  claims.py (one run per model folder at a time), fanout.py (submitit jobs)
+                  claims.py (one run per run folder at a time), jobs.py (a study's work as
+                  typed jobs, the Executor interface, the sequential executor), executors.py
+                  (the local and slurm executors, through submitit), train_job.py (training
+                  one adapter as a requeueable job), fanout.py (the job options, reproduce's jobs)
     runs/         lmeval_outputs.py (the one reader of lm-eval's results_*.json / samples_*.jsonl),
                   identity.py (which model a run evaluated), labels.py (what each run is called)
     evaluate/     command.py (`feyntune eval`), documents.py, fresh_documents.py, metrics.py,

@@ -28,7 +28,8 @@ COMMANDS = ("harness.evaluate.command", "harness.study.reproduce", "harness.revi
 LAYERS = (
     ("harness.ground", 0), ("providers", 1), ("finetune", 1), ("harness.assets", 2),
     ("harness.study.registry", 3), ("harness.study.marker", 3), ("harness.study.claims", 3),
-    ("harness.study.fanout", 3), ("harness.study.jobs", 3), ("harness.runs", 4),
+    ("harness.study.fanout", 3), ("harness.study.jobs", 3), ("harness.study.executors", 3),
+    ("harness.study.train_job", 3), ("harness.runs", 4),
     ("harness.evaluate", 5), ("tasks", 6), ("harness.review", 7), ("harness.judge", 8),
     ("harness.leaderboard", 9), *((name, 10) for name in COMMANDS), ("harness.demo", 11),
     ("harness.cli", 12),
