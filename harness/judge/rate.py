@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from harness.ground.errors import FeynTuneError
 from harness.judge.items import Item
 from harness.judge.rubric import CURRENT, correction_text, parse_answer, request_text
-from providers import pricing
 from providers.base import GenerationSettings, Usage
 from providers.cache import CompletionCache
 from providers.registry import PROVIDER_ARGS, create_provider, provider_key
@@ -78,8 +77,7 @@ class JudgeResult:
     usage_all: Usage = field(default_factory=Usage)
 
     def cost(self, usage: Usage) -> dict:
-        return pricing.estimate(self.spec.provider, self.spec.model, usage.input_tokens,
-                                usage.output_tokens)
+        return usage.cost(self.spec.provider, self.spec.model)
 
     def summary(self) -> dict:
         """The runner's summary figures over every pass, for its format_summary."""
