@@ -376,15 +376,19 @@ class _Route:
         return again
 
 
+_LIMITS = RunLimits()
+_BATCH = BatchOptions(batch=True)
+
+
 def run_batch(
     provider: Provider,
     requests: list[Request],
     *,
     instruction: Instruction = CURRENT,
-    limits: RunLimits = RunLimits(),
+    limits: RunLimits = _LIMITS,
     cache: CompletionCache | None = None,
     progress: bool = True,
-    options: BatchOptions = BatchOptions(batch=True),
+    options: BatchOptions = _BATCH,
     budget: Budget | None = None,
     notify: Callable[[str], None] = _notice,
 ) -> RunReport:

@@ -73,14 +73,15 @@ def find_price(provider: str, model: str, path: Path = PRICES) -> Price | None:
     try:
         standard = float(row["input"]), float(row["output"])
         share = batch_share(provider, path)
-        batch = (float(row.get("batch_input", standard[0] * share if share else "nan")),
-                 float(row.get("batch_output", standard[1] * share if share else "nan")))
+        batch: tuple[float | None, float | None] = (None, None)
+        if share is not None or ("batch_input" in row and "batch_output" in row):
+            batch = (float(row.get("batch_input", standard[0] * (share or 0.0))),
+                     float(row.get("batch_output", standard[1] * (share or 0.0))))
     except (KeyError, TypeError, ValueError):
         raise FeynTuneError(
             f"{path}: {provider}/{entry} needs numeric 'input' and 'output' prices"
         ) from None
-    known = all(b == b for b in batch)  # NaN: no batch price
-    return Price(entry, *standard, *(batch if known else (None, None)))
+    return Price(entry, *standard, *batch)
 
 
 def estimate(provider: str, model: str, input_tokens: int, output_tokens: int,
