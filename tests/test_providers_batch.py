@@ -3,6 +3,7 @@ through the official SDKs; and the budget (`max_cost`) on both routes."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -110,6 +111,20 @@ def test_batch_run_gives_the_direct_runs_samples(env, docs, provider, monkeypatc
     usage = run["usage_this_run"]
     assert run["cost_this_run"]["usd"] == pytest.approx(
         price.cost(usage["input_tokens"], usage["output_tokens"]) / 2, abs=2e-6)
+    # the leaderboard shows each row's tokens, cost and route
+    from harness.cli import main
+
+    rows = {}
+    for route in ("direct", "batch"):
+        assert main(["leaderboard", "--runs", str(env / route), "--out",
+                     str(env / f"board-{route}")]) == 0
+        with open(env / f"board-{route}" / "leaderboard.csv", newline="") as handle:
+            rows[route] = next(r for r in csv.DictReader(handle) if r["source"] == "measured")
+        assert rows[route]["api_route"] == route
+        assert f"({route}; " in (env / f"board-{route}" / "leaderboard.md").read_text()
+    assert rows["batch"]["api_input_tokens"] == str(usage["input_tokens"])
+    assert float(rows["batch"]["api_cost_usd"]) == pytest.approx(
+        float(rows["direct"]["api_cost_usd"]) / 2, abs=2e-6)
 
 
 # -- the route on its own ----------------------------------------------------------------------
@@ -315,6 +330,22 @@ def test_judge_options_take_batch_and_budget():
     assert spec.batch.batch and spec.batch.poll_initial == 30 and spec.max_cost == 2.5
     with pytest.raises(FeynTuneError, match="max_cost='lots' is not a number"):
         rate.parse_judge("openai:gpt-4.1,max_cost=lots")
+
+
+def test_provider_cost_of_a_run_record():
+    from harness.runs.lmeval_outputs import provider_cost
+
+    def call(requests, batch, usd):
+        return {"usage_all_answers": {"requests": requests, "input_tokens": 10 * requests,
+                                      "output_tokens": 20 * requests, "batch_requests": batch},
+                "cost_all_answers": {"usd": usd}}
+
+    config = {"provider_run": {"runs": [call(3, 3, 0.5), call(2, 0, 0.25)]}}
+    assert provider_cost(config) == {"input_tokens": 50, "output_tokens": 100, "requests": 5,
+                                     "batch_requests": 3, "usd": 0.75, "route": "batch+direct"}
+    config = {"provider_run": {"runs": [call(3, 0, None)]}}
+    assert provider_cost(config)["usd"] is None and provider_cost(config)["route"] == "direct"
+    assert provider_cost({"model": "hf"}) is None
 
 
 def test_usage_costs_batch_answers_at_batch_prices():
