@@ -357,3 +357,22 @@ def test_usage_costs_batch_answers_at_batch_prices():
     assert cost["usd"] == pytest.approx(2.50 + 1.25 + 5.00) and cost["usd_batch"] == 6.25
     assert pricing.find_price("deepseek", "deepseek-chat").has_batch is False
     assert pricing.load_table()["batch"]["as_of"]
+
+
+@pytest.mark.parametrize("provider", sorted(BATCH_SERVERS))
+def test_a_batch_request_is_the_direct_request(env, provider, tmp_path):
+    """Each batch line carries the very body the direct route posts (model, system message or
+    instruction, settings, stop sequences)."""
+    from providers.cache import CompletionCache
+
+    requests = [Request(PROMPTS[0], GenerationSettings(max_tokens=33, stop=("\n\n", "END")))]
+    with BATCH_SERVERS[provider]() as server:
+        seen: list = []
+        create = server._create
+        server._create = lambda items: (seen.extend(items), create(items))[1]
+        run_requests(_provider(provider, server), requests, progress=False,
+                     cache=CompletionCache(tmp_path / "direct.sqlite"))
+        run_batch(_provider(provider, server), requests, options=FAST, progress=False,
+                  cache=CompletionCache(tmp_path / "batch.sqlite"), notify=lambda _: None)
+        direct_body = server.requests[0]["body"]
+    assert len(seen) == 1 and seen[0][1] == direct_body
