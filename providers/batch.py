@@ -22,6 +22,7 @@ import os
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,7 +346,10 @@ class _Route:
         progress.open -= 1
         progress.failed += len(again)
         progress.update(counts["answered"] + counts["document_errors"])
-        failed_note = f", {len(again)} failed" if again else ""
+        reasons = Counter(outcomes[k].error for k in again)
+        failed_note = (f", {len(again)} failed (" + "; ".join(
+            f"{n} x {why}" for why, n in reasons.most_common(2))
+            + ("; ..." if len(reasons) > 2 else "") + ")") if again else ""
         self.say(f"batch {record.batch_id} {state.status} after {progress.elapsed()}: "
                  f"{counts['answered']} answered, {counts['document_errors']} document "
                  f"error(s){failed_note}")

@@ -59,6 +59,7 @@ class _BatchMixin:
         self.creations = 0
         self.polls = 0
         self._fail_next = 0
+        self._expire_next = False
         self._held = threading.Event()
         self._held.set()
         self._batch_lock = threading.Lock()
@@ -73,6 +74,10 @@ class _BatchMixin:
     def fail_in_next_batch(self, n: int) -> None:
         self._fail_next = n
 
+    def expire_next_batch(self) -> None:
+        """The next batch ends as expired with none of its requests run."""
+        self._expire_next = True
+
     def _create(self, requests: list[tuple[str, Any]]) -> dict[str, Any]:
         """requests: (custom id, direct-route body). Answers are made now, as the direct fake
         would give them; they are shown once the batch ends."""
@@ -80,6 +85,9 @@ class _BatchMixin:
             self.creations += 1
             number = self.creations
             fail, self._fail_next = self._fail_next, 0
+            expire, self._expire_next = self._expire_next, False
+        if expire:
+            fail = len(requests)
         results = []
         for i, (custom_id, body) in enumerate(requests):
             if i < fail:
@@ -89,7 +97,7 @@ class _BatchMixin:
             text = self.answer(prompt)
             results.append((custom_id, self.reply(body, "", text, prompt)))
         batch = {"id": self.batch_id(number), "created": time.time(), "polls": 0,
-                 "results": results, "ended": False}
+                 "results": results, "ended": False, "expired": expire}
         self.batches[batch["id"]] = batch
         return batch
 
@@ -148,6 +156,16 @@ class BatchOpenAI(_BatchMixin, FakeOpenAI):
             return 200, self.files[path.split("/")[3]]
         return 404, {"error": {"message": f"no route {path}"}}
 
+    @staticmethod
+    def _error_line(i: int, custom_id: str, expired: bool) -> dict[str, Any]:
+        if expired:  # never run: no response, the batch's own error code
+            return {"id": f"req_e{i}", "custom_id": custom_id, "response": None,
+                    "error": {"code": "batch_expired", "message": "This request could not be "
+                              "executed before the completion window expired."}}
+        return {"id": f"req_e{i}", "custom_id": custom_id, "error": None,
+                "response": {"status_code": 500, "request_id": f"e{i}", "body": {"error": {
+                    "message": "injected batch failure", "type": "server_error"}}}}
+
     def _batch_object(self, batch: dict[str, Any]) -> dict[str, Any]:
         ok = [(c, r) for c, r in batch["results"] if r is not None]
         bad = [c for c, r in batch["results"] if r is None]
@@ -162,16 +180,13 @@ class BatchOpenAI(_BatchMixin, FakeOpenAI):
                                           "response": {"status_code": 200, "request_id": f"r{i}",
                                                        "body": r}}) + "\n"
                               for i, (c, r) in enumerate(ok))
-                err = "".join(json.dumps({"id": f"req_e{i}", "custom_id": c, "error": None,
-                                          "response": {"status_code": 500, "request_id": f"e{i}",
-                                                       "body": {"error": {
-                                                           "message": "injected batch failure",
-                                                           "type": "server_error"}}}}) + "\n"
+                err = "".join(json.dumps(self._error_line(i, c, batch["expired"])) + "\n"
                               for i, c in enumerate(bad))
                 batch["output_file_id"] = self._file(out.encode(), "batch_output", "out.jsonl")["id"]
                 batch["error_file_id"] = (self._file(err.encode(), "batch_output", "err.jsonl")["id"]
                                           if bad else None)
-            obj.update(status="completed", output_file_id=batch["output_file_id"],
+            obj.update(status="expired" if batch["expired"] else "completed",
+                       output_file_id=batch["output_file_id"],
                        error_file_id=batch["error_file_id"], completed_at=int(time.time()),
                        request_counts={"total": len(batch["results"]), "completed": len(ok),
                                        "failed": len(bad)})
@@ -202,6 +217,7 @@ class BatchAnthropic(_BatchMixin, FakeAnthropic):
             lines = []
             for custom_id, reply in batch["results"]:
                 result = ({"type": "succeeded", "message": reply} if reply is not None else
+                          {"type": "expired"} if batch["expired"] else
                           {"type": "errored", "error": {"type": "error", "error": {
                               "type": "api_error", "message": "injected batch failure"}}})
                 lines.append(json.dumps({"custom_id": custom_id, "result": result}) + "\n")
@@ -213,8 +229,9 @@ class BatchAnthropic(_BatchMixin, FakeAnthropic):
         n = len(batch["results"])
         bad = sum(r is None for _, r in batch["results"])
         ended = batch["ended"]
+        expired = bad if ended and batch["expired"] else 0
         counts = {"processing": 0 if ended else n, "succeeded": n - bad if ended else 0,
-                  "errored": bad if ended else 0, "canceled": 0, "expired": 0}
+                  "errored": bad - expired if ended else 0, "canceled": 0, "expired": expired}
         return {"id": batch["id"], "type": "message_batch",
                 "processing_status": "ended" if ended else "in_progress",
                 "request_counts": counts, "created_at": _iso(batch["created"]),
@@ -254,9 +271,10 @@ class BatchGemini(_BatchMixin, FakeGemini):
         metadata: dict[str, Any] = {
             "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
             "name": batch["id"], "model": batch.get("model", ""),
-            "state": "BATCH_STATE_SUCCEEDED" if batch["ended"] else "BATCH_STATE_RUNNING",
+            "state": ("BATCH_STATE_RUNNING" if not batch["ended"] else
+                      "BATCH_STATE_EXPIRED" if batch["expired"] else "BATCH_STATE_SUCCEEDED"),
             "createTime": _iso(batch["created"]), "updateTime": _iso(time.time())}
-        if batch["ended"]:
+        if batch["ended"] and not batch["expired"]:
             responses = []
             for key, reply in batch["results"]:
                 item: dict[str, Any] = {"metadata": json.loads(key)}

@@ -146,6 +146,20 @@ def test_failures_inside_a_batch_are_counted_and_sent_again(env, provider):
     assert cached_prompts(env / "home") == set(PROMPTS)
 
 
+@pytest.mark.parametrize("provider", sorted(BATCH_SERVERS))
+def test_an_expired_batch_is_reported_and_sent_again(env, provider):
+    with BATCH_SERVERS[provider]() as server:
+        server.expire_next_batch()
+        heard: list[str] = []
+        report = run_batch(_provider(provider, server), _requests(), options=FAST,
+                           progress=False, notify=heard.append)
+        assert server.creations == 2
+    assert report.batch["failed_in_batch"] == len(PROMPTS)
+    assert all(o.kind == "ok" for o in report.outcomes)
+    ended = next(h for h in heard if "0 answered" in h)
+    assert f"{len(PROMPTS)} failed" in ended and ("expired" in ended or "EXPIRED" in ended)
+
+
 def test_failures_can_be_sent_directly_instead(env):
     with BatchOpenAI() as server:
         server.fail_in_next_batch(2)
