@@ -577,6 +577,11 @@ def test_judge_through_a_batch_api_rates_as_the_direct_route(runs, tmp_path, mon
                          str(tmp_path / "direct.json"), "--quiet"]) == 0
         monkeypatch.setenv("FEYNTUNE_HOME", str(tmp_path / "home-batch"))  # nothing cached
         direct_requests = len(server.requests)
+        capsys.readouterr()
+        assert cli.main(["judge", "--judge", f"{spec},batch=true,max_cost=1", "--runs",
+                         str(runs), "--out", str(tmp_path / "batch.json"), "--estimate"]) == 0
+        assert re.search(r"at batch prices; at most \$[0-9.]+ before re-asks "
+                         r"\(max_cost=\$1\)", capsys.readouterr().out)
         assert cli.main(["judge", "--judge", f"{spec},batch=true,batch_poll=0.02,max_cost=1",
                          "--runs", str(runs), "--out", str(tmp_path / "batch.json"),
                          "--quiet"]) == 0

@@ -46,8 +46,10 @@ def _previous(path: Path) -> dict | None:
 def _estimate(items, specs, settings) -> list[str]:
     from harness.judge.rubric import CURRENT, request_text
     from providers import pricing
+    from providers.budget import worst_case
     from providers.runner import estimate_tokens
 
+    texts = [(request_text(i.prompt, i.truth, i.completion), settings) for i in items]
     inputs = sum(estimate_tokens(CURRENT.text, request_text(i.prompt, i.truth, i.completion),
                                  settings) - settings.max_tokens for i in items)
     lines = []
@@ -58,10 +60,12 @@ def _estimate(items, specs, settings) -> list[str]:
         cost = ("no price in providers/prices.yaml" if price is None else
                 f"about ${price.cost(round(inputs), typical, batch):.4f}"
                 f"{' at batch prices' if batch else ''}")
-        cap = f"; max_cost=${spec.max_cost:g}" if spec.max_cost is not None else ""
+        worst = worst_case(spec.provider, spec.model, CURRENT.text, texts, batch)
+        bound = f"at most ${worst.usd:.4f}" if worst.usd is not None else "at most: unknown"
+        cap = f" (max_cost=${spec.max_cost:g})" if spec.max_cost is not None else ""
         lines.append(f"{spec.name}: {len(items)} request(s), about {round(inputs)} input "
-                     f"tokens and {typical} output tokens; {cost}; the worst case is printed "
-                     f"before sending{cap}; cached answers cost nothing")
+                     f"tokens and {typical} output tokens; {cost}; {bound} before re-asks"
+                     f"{cap}; cached answers cost nothing")
     return lines
 
 
