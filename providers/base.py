@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.ground.errors import FeynTuneError
+from providers import pricing
 
 # Task defaults of the reference study: sampling at 0.8, at most 1024 new tokens.
 DEFAULT_TEMPERATURE = 0.8
@@ -54,6 +55,7 @@ class Completion:
     output_tokens: int = 0
     latency_s: float = 0.0
     refused: bool = False
+    batch: bool = False  # answered through a batch API (billed at its rates)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +122,8 @@ class Provider:
     key_required: ClassVar[bool] = True
     default_base_url: ClassVar[str | None] = None
     max_stop_sequences: ClassVar[int] = 4  # more are applied after the answer arrives
+    # The provider's batch API (a providers.batch_api.BatchAPI subclass), None: it has none.
+    batch_api_class: ClassVar[type | None] = None
 
     def __init__(
         self,
@@ -190,6 +194,15 @@ class Provider:
             )
         return None
 
+    def batch_api(self) -> Any:
+        """This provider's batch API, or one clear line saying it has none."""
+        if self.batch_api_class is None:
+            raise FeynTuneError(
+                f"provider {self.name!r} has no batch API: drop batch=true (batch mode "
+                "covers openai, anthropic and gemini)"
+            )
+        return self.batch_api_class(self)
+
     def __repr__(self) -> str:  # never shows the key
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
@@ -222,18 +235,29 @@ class Usage:
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    # The part of the above answered through a batch API (billed at its rates).
+    batch_requests: int = 0
+    batch_input_tokens: int = 0
+    batch_output_tokens: int = 0
 
     def add(self, completion: Completion) -> None:
         self.requests += 1
         self.input_tokens += completion.input_tokens
         self.output_tokens += completion.output_tokens
+        if completion.batch:
+            self.batch_requests += 1
+            self.batch_input_tokens += completion.input_tokens
+            self.batch_output_tokens += completion.output_tokens
 
     def include(self, other: Usage) -> None:
         """Add another count to this one (a job run in several passes)."""
-        self.requests += other.requests
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens}
+        return asdict(self)
+
+    def cost(self, provider: str, model: str) -> dict[str, Any]:
+        """What these answers cost at the price table's rates (batch ones at batch rates)."""
+        return pricing.estimate(provider, model, self.input_tokens, self.output_tokens,
+                                self.batch_input_tokens, self.batch_output_tokens)

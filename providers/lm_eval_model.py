@@ -19,10 +19,12 @@ from lm_eval.api.registry import register_model
 
 from harness.ground.errors import FeynTuneError
 from providers.base import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, GenerationSettings
+from providers.batch import BATCH_ARGS, BatchOptions, send
+from providers.budget import BUDGET_ARGS, Budget
 from providers.cache import CompletionCache
 from providers.instruction import CURRENT, strip_repeated_prompt
 from providers.registry import PROVIDER_ARGS, create_provider
-from providers.runner import LIMIT_ARGS, Request, RunLimits, format_summary, run_requests
+from providers.runner import LIMIT_ARGS, Request, RunLimits, format_summary
 
 # lm-eval hands every model these; API models have no use for them.
 _LM_EVAL_EXTRAS = {"batch_size", "max_batch_size", "device"}
@@ -71,14 +73,16 @@ class ProviderLM(LM):
         base_url: str | None = None,
         timeout: float = 120.0,
         api_key_env: str | None = None,
-        **extra: Any,  # the limits (providers.runner.LIMIT_ARGS) and lm-eval's own arguments
+        **extra: Any,  # limits, batch and budget options, and lm-eval's own arguments
     ) -> None:
         super().__init__()
-        unknown = set(extra) - set(LIMIT_ARGS) - _LM_EVAL_EXTRAS
+        options = [*PROVIDER_ARGS, *LIMIT_ARGS, *BATCH_ARGS, *BUDGET_ARGS]
+        unknown = set(extra) - set(LIMIT_ARGS) - set(BATCH_ARGS) - set(BUDGET_ARGS) \
+            - _LM_EVAL_EXTRAS
         if unknown:
             raise FeynTuneError(
                 f"unknown model_args for --model provider: {sorted(unknown)} (known: provider, "
-                f"model, {', '.join([*PROVIDER_ARGS, *LIMIT_ARGS])})"
+                f"model, {', '.join(options)})"
             )
         if not provider or not model:
             raise FeynTuneError(
@@ -86,11 +90,15 @@ class ProviderLM(LM):
                 "(e.g. provider=anthropic,model=claude-sonnet-4-5)"
             )
         self.limits = RunLimits.from_args(extra)
+        self.batch = BatchOptions.from_args(extra)
+        self.budget = Budget.from_args(extra)  # over every generate_until call of this model
         # Builds the SDK client and reads the key: a missing key fails here, before any request.
         self.provider = create_provider(
             str(provider), str(model), base_url=base_url or None, timeout=float(timeout),
             api_key_env=api_key_env or None,
         )
+        if self.batch.batch:
+            self.provider.batch_api()  # a provider without a batch API says so now
         self.instruction = CURRENT
         self.cache = CompletionCache()
         self._runs: list[dict[str, Any]] = []
@@ -114,9 +122,9 @@ class ProviderLM(LM):
             if settings.as_dict() not in self._settings:
                 self._settings.append(settings.as_dict())
 
-        report = run_requests(
-            self.provider, jobs, instruction=self.instruction, limits=self.limits,
-            cache=self.cache, progress=not disable_tqdm,
+        report = send(
+            self.provider, jobs, batch=self.batch, instruction=self.instruction,
+            limits=self.limits, cache=self.cache, progress=not disable_tqdm, budget=self.budget,
         )
         texts = []
         for inst, job, outcome in zip(requests, jobs, report.outcomes):
@@ -164,6 +172,8 @@ class ProviderLM(LM):
                 "instruction": self.instruction.as_dict(),
                 "settings": self._settings,
                 "limits": asdict(self.limits),
+                "batch": asdict(self.batch),
+                "max_cost": self.budget.max_cost,
                 "runs": self._runs,
                 "document_errors": self._document_errors,
             }

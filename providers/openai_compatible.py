@@ -16,6 +16,7 @@ class OpenAICompatibleProvider(OpenAIProvider):
     key_env = ()
     key_required = False
     max_tokens_field = "max_tokens"
+    batch_api_class = None  # no batch API: batch=true is refused in one line
 
     def make_client(self, api_key):
         if not self.base_url:

@@ -8,6 +8,7 @@ import time
 from typing import Any, ClassVar
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from providers.base import (
     Completion,
@@ -17,7 +18,65 @@ from providers.base import (
     TransientError,
     classify_http_status,
 )
+from providers.batch_api import BatchAPI, BatchState, request_error
 from providers.registry import register_provider
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+_ENDED = {"completed", "failed", "expired", "cancelled"}
+
+
+class OpenAIBatch(BatchAPI):
+    """The Batch API: a JSON-lines file uploaded with purpose "batch", a batch over it with a
+    24 h window, results in an output file and failures in an error file, each line carrying
+    the request's custom_id. Limits: 50,000 requests and 200 MB per input file."""
+
+    max_requests = 50_000
+    max_bytes = 200 * 1024 * 1024
+
+    def entry(self, custom_id, instruction, prompt, settings):
+        return {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT,
+                "body": self.provider.request_body(instruction, prompt, settings)}
+
+    def submit(self, entries):
+        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        upload = self.client.files.create(file=("feyntune-batch.jsonl", lines.encode("utf-8")),
+                                          purpose="batch")
+        batch = self.client.batches.create(input_file_id=upload.id, endpoint=CHAT_ENDPOINT,
+                                           completion_window="24h")
+        return batch.id
+
+    def state(self, batch_id):
+        batch = self.client.batches.retrieve(batch_id)
+        counts = batch.request_counts
+        return BatchState(str(batch.status), batch.status in _ENDED,
+                          int(getattr(counts, "completed", 0) or 0),
+                          int(getattr(counts, "failed", 0) or 0))
+
+    def results(self, batch_id):
+        batch = self.client.batches.retrieve(batch_id)
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            for line in self.client.files.content(file_id).text.splitlines():
+                if line.strip():
+                    yield self._result(json.loads(line))
+
+    def _result(self, row: dict):
+        key = str(row.get("custom_id"))
+        response = row.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body") or {}
+        if status == 200 and not row.get("error"):
+            try:
+                return key, self.provider.completion_of(ChatCompletion.model_validate(body),
+                                                        batch=True)
+            except (ProviderError, ValueError) as err:
+                return key, TransientError(f"malformed answer in the batch: {err}")
+        error = row.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+        message = str(error.get("message") or error.get("code") or "failed in the batch")
+        if status is None:  # not sent: expired, cancelled, or the batch failed
+            return key, TransientError(f"{error.get('code') or 'not run'}: {message}")
+        return key, request_error(self.provider, int(status), message)
 
 
 @register_provider("openai")
@@ -27,6 +86,7 @@ class OpenAIProvider(Provider):
     # Newer OpenAI models accept only max_completion_tokens; other servers know max_tokens.
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
     supports_seed: ClassVar[bool] = True
+    batch_api_class = OpenAIBatch
 
     def make_client(self, api_key: str | None) -> Any:
         return openai.OpenAI(
@@ -59,7 +119,10 @@ class OpenAIProvider(Provider):
         reply = self.client.chat.completions.create(
             **self.request_body(instruction, prompt, settings)
         )
-        latency = time.perf_counter() - start
+        return self.completion_of(reply, time.perf_counter() - start)
+
+    def completion_of(self, reply: Any, latency: float = 0.0, batch: bool = False) -> Completion:
+        """A chat.completion object (the SDK's, or one from a batch's output file)."""
         try:
             choice = reply.choices[0]
             text = choice.message.content or ""
@@ -74,6 +137,7 @@ class OpenAIProvider(Provider):
             output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             latency_s=latency,
             refused=finish == "content_filter" or bool(getattr(choice.message, "refusal", None)),
+            batch=batch,
         )
 
     def classify(self, exc: BaseException) -> ProviderError:

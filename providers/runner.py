@@ -32,6 +32,7 @@ from providers.base import (
     TransientError,
     Usage,
 )
+from providers.budget import Budget, input_token_bound, worst_case
 from providers.cache import CompletionCache, cache_key
 from providers.instruction import CURRENT, Instruction
 from providers.limits import RateLimiter
@@ -132,6 +133,7 @@ class RunReport:
     wall_s: float = 0.0
     usage_run: Usage = field(default_factory=Usage)  # what this run paid for
     usage_all: Usage = field(default_factory=Usage)  # behind all answers, cached ones too
+    batch: dict[str, Any] | None = None  # the batch route's counts (providers.batch)
 
     @property
     def cached(self) -> int:
@@ -151,7 +153,8 @@ class RunReport:
             sent=self.sent, from_cache=self.cached, retries=self.retries,
             document_errors=sum(o.kind == "document_error" for o in self.outcomes),
             refused=refused, wall_s=self.wall_s, usage_run=self.usage_run,
-            usage_all=self.usage_all), "cache": self.cache_path}
+            usage_all=self.usage_all), "cache": self.cache_path,
+            **({"batch": self.batch} if self.batch is not None else {})}
 
 
 def summary_figures(provider: str, model: str, *, requests: int, sent: int, from_cache: int,
@@ -164,10 +167,8 @@ def summary_figures(provider: str, model: str, *, requests: int, sent: int, from
         "document_errors": document_errors, "refused": refused, "wall_s": round(wall_s, 3),
         "usage_this_run": usage_run.as_dict(),
         "usage_all_answers": usage_all.as_dict(),
-        "cost_this_run": pricing.estimate(provider, model, usage_run.input_tokens,
-                                          usage_run.output_tokens),
-        "cost_all_answers": pricing.estimate(provider, model, usage_all.input_tokens,
-                                             usage_all.output_tokens),
+        "cost_this_run": usage_run.cost(provider, model),
+        "cost_all_answers": usage_all.cost(provider, model),
     }
 
 
@@ -180,9 +181,32 @@ def _notice(message: str) -> None:
     tqdm.write(message, file=sys.stderr)  # above the progress bar, not through it
 
 
+def completion_cost(price: pricing.Price | None, completion: Completion) -> float:
+    """What one answer cost (0 without a price: a capped run needs one and checks first)."""
+    if price is None:
+        return 0.0
+    return price.cost(completion.input_tokens, completion.output_tokens, batch=completion.batch)
+
+
+def check_budget(provider: Provider, instruction: Instruction, requests: list[Request],
+                 budget: Budget | None, batch: bool, notify: Callable[[str], None]) -> None:
+    """Before sending: say the worst case of what is to be sent; refuse it over the budget.
+    Without a budget object (library use, tests) it says nothing."""
+    if not requests or budget is None:
+        return
+    worst = worst_case(provider.name, provider.model, instruction.text,
+                       [(r.prompt, r.settings) for r in requests], batch)
+    notify(worst.line(f"{provider.name}:{provider.model}")
+           + (f"; max_cost=${budget.max_cost:g}" if budget.capped else ""))
+    budget.check(worst, f"{provider.name}:{provider.model}")
+
+
 class _Run:
-    def __init__(self, provider, instruction, limits, cache, seed, notify):
+    def __init__(self, provider, instruction, limits, cache, seed, notify, budget=None):
         self.provider = provider
+        self.budget = budget if budget is not None and budget.capped else None
+        self.price = pricing.find_price(provider.name, provider.model) if self.budget else None
+        self.over_budget = False
         self.instruction = instruction
         self.limits = limits
         self.cache = cache
@@ -230,6 +254,25 @@ class _Run:
         return outcome
 
     def _send(self, request: Request, key: str) -> Outcome:
+        if self.budget is None:
+            return self._send_uncapped(request, key)
+        held = self.price.cost(input_token_bound(self.instruction.text, request.prompt),
+                               request.settings.max_tokens)
+        if not self.budget.reserve(held):
+            with self._lock:
+                self.over_budget = True
+            self.stop.set()  # the cap is reached: nothing more is sent
+            return Outcome(kind="stopped", error="max_cost reached")
+        paid = 0.0
+        try:
+            outcome = self._send_uncapped(request, key)
+            if outcome.completion is not None:
+                paid = completion_cost(self.price, outcome.completion)
+            return outcome
+        finally:
+            self.budget.settle(held, paid)
+
+    def _send_uncapped(self, request: Request, key: str) -> Outcome:
         """One request until it is answered, refused for good, or out of retries."""
         provider = self.provider
         first = time.monotonic()
@@ -379,11 +422,13 @@ def run_requests(
     progress: bool = True,
     seed: int | None = None,
     notify: Callable[[str], None] = _notice,
+    budget: Budget | None = None,
 ) -> RunReport:
     """Answer every request (from the cache where possible) in order, or raise FeynTuneError
     naming what went wrong; whatever was answered before the error stays cached. Ctrl-C stops
     sending, waits for the requests in flight, then raises KeyboardInterrupt; a second Ctrl-C
-    raises it at once, abandoning them."""
+    raises it at once, abandoning them. With a `budget`, the worst case is checked first and
+    sending stops at its cap."""
     cache = cache or CompletionCache()
     start = time.perf_counter()
     identity = provider.identity()
@@ -400,7 +445,9 @@ def run_requests(
         else:
             todo.setdefault(key, []).append(i)
 
-    run = _Run(provider, instruction, limits, cache, seed, notify)
+    check_budget(provider, instruction, [requests[idx[0]] for idx in todo.values()], budget,
+                 False, notify)
+    run = _Run(provider, instruction, limits, cache, seed, notify, budget)
     report = RunReport(
         provider=provider.describe(), instruction=instruction.as_dict(),
         outcomes=[], cache_path=str(cache.path),
@@ -457,6 +504,8 @@ def run_requests(
     where = _stored_note(cache, f"{answered} of {len(requests)} answers are")
     if run.fatal:
         raise FeynTuneError(f"{provider.name} run stopped: {run.fatal}. {where}")
+    if run.over_budget:
+        raise FeynTuneError(f"{run.budget.stop_line(provider.name)}. {where}")
     failed = [(requests[i].label or f"request {i}", o.error)
               for i, o in enumerate(report.outcomes) if o.kind in ("failed", "stopped")]
     if failed:
@@ -503,4 +552,13 @@ def format_summary(summary: dict[str, Any], title: str) -> str:
     ]
     if cost_all.get("usd") is None:
         lines.append(f"  {cost_all.get('note')}")
+    if run.get("batch_requests"):
+        lines.append(f"  batch API: {run['batch_requests']} of this run's answers, at the batch "
+                     f"prices (${cost_run.get('usd_batch', 0):.4f} of the cost)")
+    batch = summary.get("batch")
+    if batch:
+        lines.append(f"  batches: {len(batch['batches'])} ({', '.join(batch['batches'])}), "
+                     f"{batch['failed_in_batch']} request(s) failed inside them, "
+                     f"{batch['resubmitted']} sent again in a batch, "
+                     f"{batch['resent_direct']} directly")
     return "\n".join(lines)

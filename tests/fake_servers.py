@@ -91,6 +91,7 @@ class FakeServer:
     """`with FakeOpenAI() as server:` then point an SDK at `server.base_url`."""
 
     kind = ""
+    handler: type[BaseHTTPRequestHandler] = None  # type: ignore[assignment]  # _Handler, below
 
     def __init__(self, answer: Callable[[str], str] = default_answer, delay: float = 0.0):
         self.answer = answer
@@ -101,7 +102,7 @@ class FakeServer:
         self._lock = threading.Lock()
         self._hold_after: int | None = None
         self._release = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler or _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

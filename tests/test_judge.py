@@ -562,3 +562,42 @@ def test_estimate_sends_nothing(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"openai-compatible:judge-model: {len(MODELS) * 2} request(s)" in out
     assert not (tmp_path / "j.json").exists()
+
+
+# ---- batch route and budget (issue 27) ---------------------------------------------------------
+
+def test_judge_through_a_batch_api_rates_as_the_direct_route(runs, tmp_path, monkeypatch,
+                                                              capsys):
+    from fake_batch_servers import BatchOpenAI
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-judge-batch-0123")
+    with BatchOpenAI(answer=honest_judge) as server:
+        spec = f"openai:gpt-4.1,base_url={server.base_url}"
+        assert cli.main(["judge", "--judge", spec, "--runs", str(runs), "--out",
+                         str(tmp_path / "direct.json"), "--quiet"]) == 0
+        monkeypatch.setenv("FEYNTUNE_HOME", str(tmp_path / "home-batch"))  # nothing cached
+        direct_requests = len(server.requests)
+        capsys.readouterr()
+        assert cli.main(["judge", "--judge", f"{spec},batch=true,max_cost=1", "--runs",
+                         str(runs), "--out", str(tmp_path / "batch.json"), "--estimate"]) == 0
+        assert re.search(r"at batch prices; at most \$[0-9.]+ before re-asks "
+                         r"\(max_cost=\$1\)", capsys.readouterr().out)
+        assert cli.main(["judge", "--judge", f"{spec},batch=true,batch_poll=0.02,max_cost=1",
+                         "--runs", str(runs), "--out", str(tmp_path / "batch.json"),
+                         "--quiet"]) == 0
+        assert len(server.requests) == direct_requests and server.creations == 1
+        capsys.readouterr()
+        assert cli.main(["judge", "--judge", f"{spec},batch=true,max_cost=0.0001", "--runs",
+                         str(runs), "--out", str(tmp_path / "other.json"), "--quiet",
+                         "--max-tokens", "300"]) == 2  # other settings: nothing cached
+        assert server.creations == 1
+        assert re.search(r"refused, the worst case \$[0-9.]+ of \d+ request\(s\) is over "
+                         r"max_cost=\$0.0001", capsys.readouterr().err)
+    direct = json.loads((tmp_path / "direct.json").read_text())
+    batch = json.loads((tmp_path / "batch.json").read_text())
+    assert batch["documents"] == direct["documents"] and batch["models"] == direct["models"]
+    entry = batch["judges"][0]
+    assert entry["route"] == "batch" and entry["max_cost"] == 1.0
+    assert entry["usage_all_answers"]["batch_requests"] == entry["answers"]
+    assert entry["cost_all_answers"]["usd"] == pytest.approx(
+        direct["judges"][0]["cost_all_answers"]["usd"] / 2, abs=2e-6)

@@ -46,19 +46,26 @@ def _previous(path: Path) -> dict | None:
 def _estimate(items, specs, settings) -> list[str]:
     from harness.judge.rubric import CURRENT, request_text
     from providers import pricing
+    from providers.budget import worst_case
     from providers.runner import estimate_tokens
 
+    texts = [(request_text(i.prompt, i.truth, i.completion), settings) for i in items]
     inputs = sum(estimate_tokens(CURRENT.text, request_text(i.prompt, i.truth, i.completion),
                                  settings) - settings.max_tokens for i in items)
     lines = []
     for spec in specs:
         price = pricing.find_price(spec.provider, spec.model)
         typical = len(items) * TYPICAL_OUTPUT_TOKENS
+        batch = spec.batch.batch and price is not None and price.has_batch
         cost = ("no price in providers/prices.yaml" if price is None else
-                f"about ${price.cost(round(inputs), typical):.4f} "
-                f"(at most ${price.cost(round(inputs), len(items) * settings.max_tokens):.4f})")
+                f"about ${price.cost(round(inputs), typical, batch):.4f}"
+                f"{' at batch prices' if batch else ''}")
+        worst = worst_case(spec.provider, spec.model, CURRENT.text, texts, batch)
+        bound = f"at most ${worst.usd:.4f}" if worst.usd is not None else "at most: unknown"
+        cap = f" (max_cost=${spec.max_cost:g})" if spec.max_cost is not None else ""
         lines.append(f"{spec.name}: {len(items)} request(s), about {round(inputs)} input "
-                     f"tokens and {typical} output tokens; {cost}; cached answers cost nothing")
+                     f"tokens and {typical} output tokens; {cost}; {bound} before re-asks"
+                     f"{cap}; cached answers cost nothing")
     return lines
 
 
@@ -103,6 +110,7 @@ def _rate_all(chosen: list, specs: list, settings, args) -> tuple[list[dict], li
             "judge": spec.name, "provider": spec.provider, "model": spec.model,
             "items": len(chosen), "scored": len(result.scores), "failed": len(result.failed),
             "answers": result.answers, "reasked": result.reasked,
+            "route": "batch" if spec.batch.batch else "direct", "max_cost": spec.max_cost,
             "usage_all_answers": result.usage_all.as_dict(),
             "cost_all_answers": result.cost(result.usage_all),
         })
@@ -219,12 +227,13 @@ def register(sub) -> None:
     from harness.judge import judge_ratings, rate
     from harness.review.blind_page import DEFAULT_SEED
     from providers.registry import PROVIDER_ARGS
-    from providers.runner import LIMIT_ARGS
 
     out = f"{RESULTS_DIR}/{judge_ratings.DEFAULT_NAME}"
     parser.add_argument("--judge", action="append", metavar="PROVIDER:MODEL[,key=value]",
                         help="judge model, repeatable (several are averaged); options as in "
-                        f"--model_args of provider models: {', '.join([*PROVIDER_ARGS, *LIMIT_ARGS])}")
+                        f"--model_args of provider models: {', '.join([*PROVIDER_ARGS, *rate.RUN_ARGS])} "
+                        "(batch=true: the provider's batch API at its discount; max_cost=USD: "
+                        "refuse a worst case over it, stop sending at it)")
     parser.add_argument("--runs", default=RUNS_DIR, help=f"lm-eval runs (default: {RUNS_DIR})")
     parser.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                         help="leaderboard labels or run paths (default: every run with "

@@ -13,11 +13,16 @@ from dataclasses import dataclass, field
 from harness.ground.errors import FeynTuneError
 from harness.judge.items import Item
 from harness.judge.rubric import CURRENT, correction_text, parse_answer, request_text
-from providers import pricing
 from providers.base import GenerationSettings, Usage
+from providers.batch import BATCH_ARGS, BatchOptions, send
+from providers.budget import BUDGET_ARGS, Budget
 from providers.cache import CompletionCache
 from providers.registry import PROVIDER_ARGS, create_provider, provider_key
-from providers.runner import LIMIT_ARGS, Request, RunLimits, run_requests, summary_figures
+from providers.runner import LIMIT_ARGS, Request, RunLimits, summary_figures
+
+# The --judge options besides the provider's constructor's: limits, batch route, budget.
+RUN_ARGS = {**{k: v[1] for k, v in LIMIT_ARGS.items()}, **{k: v[1] for k, v in BATCH_ARGS.items()},
+            **BUDGET_ARGS}
 
 PROVIDER_ERROR = "provider error"
 # Scores are short JSON; reasoning models need more room (--max-tokens).
@@ -30,6 +35,8 @@ class JudgeSpec:
     model: str
     options: dict = field(default_factory=dict)   # provider constructor options
     limits: RunLimits = field(default_factory=RunLimits)
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    max_cost: float | None = None
 
     @property
     def name(self) -> str:
@@ -44,23 +51,26 @@ def parse_judge(text: str) -> JudgeSpec:
     if not sep or not provider.strip() or not model.strip():
         raise FeynTuneError(f"--judge {text!r}: expected PROVIDER:MODEL[,key=value...], "
                             "e.g. anthropic:claude-sonnet-4-5,rpm=50")
-    options, limits = {}, {}
+    options, run_args = {}, {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         key, value = key.strip(), value.strip()
-        if not eq or (key not in PROVIDER_ARGS and key not in LIMIT_ARGS):
-            known = ", ".join([*PROVIDER_ARGS, *LIMIT_ARGS])
+        if not eq or (key not in PROVIDER_ARGS and key not in RUN_ARGS):
+            known = ", ".join([*PROVIDER_ARGS, *RUN_ARGS])
             raise FeynTuneError(f"--judge {text!r}: unknown option {pair!r} (known: {known})")
         try:
             if key in PROVIDER_ARGS:
                 options[key] = PROVIDER_ARGS[key](value)
             else:
-                LIMIT_ARGS[key][1](value)  # the type check, here, to name the option
-                limits[key] = value
+                RUN_ARGS[key](value)  # the type check, here, to name the option
+                run_args[key] = value
         except ValueError:
-            raise FeynTuneError(f"--judge {text!r}: {key}={value!r} is not a number") from None
+            raise FeynTuneError(f"--judge {text!r}: {key}={value!r} is not a "
+                                f"{'number' if key != 'batch' else 'true or false'}") from None
     # The registry's spelling: prices, the cache and the judge's name all key on it.
-    return JudgeSpec(provider_key(provider), model.strip(), options, RunLimits.from_args(limits))
+    return JudgeSpec(provider_key(provider), model.strip(), options,
+                     RunLimits.from_args(run_args), BatchOptions.from_args(run_args),
+                     Budget.from_args(run_args).max_cost)
 
 
 @dataclass
@@ -78,8 +88,7 @@ class JudgeResult:
     usage_all: Usage = field(default_factory=Usage)
 
     def cost(self, usage: Usage) -> dict:
-        return pricing.estimate(self.spec.provider, self.spec.model, usage.input_tokens,
-                                usage.output_tokens)
+        return usage.cost(self.spec.provider, self.spec.model)
 
     def summary(self) -> dict:
         """The runner's summary figures over every pass, for its format_summary."""
@@ -98,6 +107,9 @@ def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
     if answer_retries < 0:
         raise FeynTuneError(f"--answer-retries must be >= 0, got {answer_retries}")
     provider = create_provider(spec.provider, spec.model, **spec.options)
+    if spec.batch.batch:
+        provider.batch_api()  # a provider without a batch API says so before anything is sent
+    budget = Budget(spec.max_cost)  # over every pass: re-asks spend from the same cap
     cache = cache or CompletionCache()
     result = JudgeResult(spec, {}, {})
     originals = [request_text(i.prompt, i.truth, i.completion) for i in items]
@@ -108,8 +120,8 @@ def rate(items: list[Item], spec: JudgeSpec, settings: GenerationSettings,
             break
         # The label reaches logs and error messages only, never the provider.
         requests = [Request(texts[i], settings, attempt, f"judge item {i + 1}") for i in pending]
-        report = run_requests(provider, requests, instruction=CURRENT, limits=spec.limits,
-                              cache=cache, progress=progress)
+        report = send(provider, requests, batch=spec.batch, instruction=CURRENT,
+                      limits=spec.limits, cache=cache, progress=progress, budget=budget)
         result.sent += report.sent
         result.retries += report.retries
         result.wall_s += report.wall_s

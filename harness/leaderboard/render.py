@@ -141,6 +141,16 @@ def _judge_cell(row: dict) -> str:
     return f"{mean} [{low}, {high}] (n={row['judge_n']})"
 
 
+def _api_cost_cell(row: dict) -> str:
+    """API rows: the cost, its route and the tokens billed; n/a for local models."""
+    if row.get("api_route") is None:
+        return MISSING_TEXT
+    cost = display(_BY_KEY["api_cost_usd"], row.get("api_cost_usd"))
+    cost = f"${cost}" if row.get("api_cost_usd") is not None else "no price"
+    return (f"{cost} ({row['api_route']}; {row['api_input_tokens']:,} in + "
+            f"{row['api_output_tokens']:,} out tokens)")
+
+
 def _plain(key: str):
     return lambda row: display(_BY_KEY[key], row.get(key))
 
@@ -169,6 +179,7 @@ _MD_MEASURED = [
     _column("completion_words_mean"),
     ("Human", _human_cell),
     ("Judge [95% CI]", _judge_cell),
+    ("API cost (route; tokens)", _api_cost_cell),
     _column("date"),
     _column("temperature"),
     _column("max_tokens"),

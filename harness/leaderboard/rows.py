@@ -112,6 +112,12 @@ COLUMNS = [
     Column("judge_ci_low", "Judge 95% low", 2, note="bootstrap 95% percentile interval"),
     Column("judge_ci_high", "Judge 95% high", 2, note="bootstrap 95% percentile interval"),
     Column("judge_n", "Judged docs", note="documents the judge rated", count=True),
+    # API models: what the answers behind the row cost (providers/prices.yaml, batch or direct).
+    Column("api_input_tokens", "API input tokens", note="input tokens billed", count=True),
+    Column("api_output_tokens", "API output tokens", note="output tokens billed", count=True),
+    Column("api_cost_usd", "API cost (USD)", 4,
+           note="cost of the answers at the price table's rates (batch answers at batch rates)"),
+    Column("api_route", "API route", note="batch API, direct requests, or both"),
     Column("date", "Date (UTC)"),
     Column("temperature", "Temp", 2),
     Column("max_tokens", "Max tokens", count=True),
@@ -239,6 +245,10 @@ def measured_row(run: Run, label: str, human: dict | None, judge: dict | None = 
     _gen_stats(run, row)
     _fresh_stats(run, row)
     human_columns(row, human)
+    cost = getattr(run, "provider_cost", None)
+    if cost:
+        row.update(api_input_tokens=cost["input_tokens"], api_output_tokens=cost["output_tokens"],
+                   api_cost_usd=cost["usd"], api_route=cost["route"])
     if judge:
         row.update(judge_mean=judge.get("mean"), judge_ci_low=judge.get("ci_low"),
                    judge_ci_high=judge.get("ci_high"), judge_n=judge.get("documents"))

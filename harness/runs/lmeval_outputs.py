@@ -69,6 +69,7 @@ class Run:
     samples: dict[str, list[Document]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     study: dict | None = None       # the block of `feyntune reproduce` (harness.study.marker)
+    provider_cost: dict | None = None  # API runs: tokens and cost of the answers (provider_cost)
 
     @property
     def date_label(self) -> str:
@@ -175,6 +176,28 @@ def _settings(results: dict) -> dict:
 def _provider_run(config: dict) -> dict:
     block = config.get("provider_run")
     return block if isinstance(block, dict) else {}
+
+
+def provider_cost(config: dict) -> dict | None:
+    """What the answers behind a provider run cost: tokens and US dollars summed over its
+    lm-eval calls (cached answers included: they were paid once), and the route they took.
+    None for a run of a local model, or one whose record predates these figures."""
+    runs = _provider_run(config).get("runs")
+    if not isinstance(runs, list) or not runs:
+        return None
+    tokens = {"input_tokens": 0, "output_tokens": 0, "requests": 0, "batch_requests": 0}
+    usd: float | None = 0.0
+    for run in runs:
+        usage = run.get("usage_all_answers") if isinstance(run, dict) else None
+        cost = run.get("cost_all_answers") if isinstance(run, dict) else None
+        if not isinstance(usage, dict) or not isinstance(cost, dict):
+            return None
+        for key in tokens:
+            tokens[key] += int(usage.get(key) or 0)
+        usd = None if usd is None or cost.get("usd") is None else usd + float(cost["usd"])
+    batch, total = tokens["batch_requests"], tokens["requests"]
+    route = "batch" if batch and batch == total else "direct" if not batch else "batch+direct"
+    return {**tokens, "usd": usd, "route": route}
 
 
 def _aggregates(results: dict) -> dict[str, dict[str, float]]:
@@ -342,6 +365,7 @@ def scan(runs_dir: Path, since: float | None = None) -> RunsScan:
             skips.append(Skip(rel, _reason(err)))
             unreadable.add(path)
             continue
+        run.provider_cost = provider_cost(results["config"])
         failed = _provider_run(results["config"]).get("document_errors")
         if isinstance(failed, list) and failed:
             run.notes.append(f"{len(failed)} request(s) failed at the provider and were scored "
