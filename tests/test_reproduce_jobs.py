@@ -17,7 +17,8 @@ import pytest
 
 from harness import cli
 from harness.ground.errors import FeynTuneError
-from harness.study import claims, fanout, reproduce
+from harness.study import claims, executors, fanout, reproduce
+from harness.study.jobs import Outcome, State
 
 
 @pytest.fixture
@@ -187,11 +188,15 @@ def test_slurm_array_parameters_and_the_command_each_job_runs(
     command = f"{sys.executable} -u -m submitit.core._submit {logs}"
     assert any(line.startswith("srun ") and line.endswith(command) for line in lines)
 
-    # what each array task calls: the sequential run's evaluation, for its own model
+    # what each array task calls: the sequential run's evaluation, for its own model, as a
+    # Job whose outcome comes back typed (executors.JobCall)
     for index, study in enumerate(("Base", "s3", "s3_qkv")):
         job = DelayedSubmission.load(logs / f"4242_{index}_submitted.pkl")
-        evaluate, item, opts, settings = job.args
-        assert job.function is fanout.run_job and evaluate is reproduce.evaluate_model
+        assert isinstance(job.function, executors.JobCall) and job.function.job.stage == "eval"
+        assert job.function.job.name == f"eval/{study}"
+        call = job.function.job.call
+        evaluate, item, opts, settings = call.args
+        assert call.func is fanout.evaluate_job and evaluate is reproduce.evaluate_model
         assert item.study == study and item.out == runs / study and opts.runs == runs
         assert item.todo == (reproduce.PPL_TASK, reproduce.GEN_TASK) and opts.limit == 3
         assert settings["temperature"] == 0.8
@@ -206,8 +211,9 @@ def test_slurm_array_parameters_and_the_command_each_job_runs(
                          capture_output=True, text=True, check=False)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "set-up" in ran.stdout
-    outcome, message = pickle.loads((logs / "4242_1_0_result.pkl").read_bytes())
-    assert outcome == "success" and message.startswith("left to another run: s3 is being")
+    status, outcome = pickle.loads((logs / "4242_1_0_result.pkl").read_bytes())
+    assert status == "success" and outcome.state is State.ELSEWHERE
+    assert outcome.detail.startswith("s3 is being evaluated by another run")
     assert json.loads((runs / "s3" / claims.CLAIM_FILE).read_text())["token"] == "theirs"
 
 
@@ -221,10 +227,11 @@ def test_slurm_wait_follows_jobs_and_fails_when_one_failed(fake_slurm, offline_m
     logs = runs / ".logs"
 
     trace = ("Traceback (most recent call last):\n  File ...\n"
-             "harness.errors.FeynTuneError: lm-eval exited with 1\n")
+             "RuntimeError: CUDA out of memory\n")
 
-    results = [("success", "evaluated hepth_completion_ppl"), ("error", trace),
-               ("success", "left to another run: s3_qkv is being evaluated by another run")]
+    results = [("success", Outcome("eval/Base", State.DONE)), ("error", trace),
+               ("success", Outcome("eval/s3_qkv", State.ELSEWHERE,
+                                   "s3_qkv is being evaluated by another run"))]
 
     def finished(self, force_check=False):  # the jobs "ran": one each way
         result = results[int(self.job_id.split("_")[1])]
@@ -237,11 +244,12 @@ def test_slurm_wait_follows_jobs_and_fails_when_one_failed(fake_slurm, offline_m
     argv = ["reproduce", *offline_models, "--runs", str(runs), "--executor", "slurm", "--wait"]
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
-    assert "[1/3] Base (job 4242_0): evaluated hepth_completion_ppl" in out
-    assert "s3 (job 4242_1): FAILED: lm-eval exited with 1" in out
-    assert "[3/3] s3_qkv (job 4242_2): left to another run: s3_qkv is being" in out
+    assert "[1/3] eval/Base (job 4242_0): done" in out
+    assert "eval/s3 (job 4242_1): failed: CUDA out of memory (log " in err
+    assert "[3/3] eval/s3_qkv (job 4242_2): elsewhere: s3_qkv is being" in out
     assert "jobs: 1 ended well, 1 left to another run, 1 failed" in out
-    assert "1 job(s) failed: s3 (lm-eval exited with 1)" in err and len(err.splitlines()) == 1
+    assert "1 job(s) failed: s3 (CUDA out of memory)" in err.splitlines()[-1]
+    assert len(err.splitlines()) == 2  # the job's line as it ended, and the summary
 
 
 # ---- bad input: one line each -------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""One owner per model run folder: a claim file, so that two `feyntune reproduce` runs (two plain
-runs, two SLURM submissions, or jobs of both) never evaluate the same model at the same time.
+"""One owner per run folder: a claim file, so that two runs (two plain runs, two SLURM
+submissions, or jobs of both) never evaluate the same model, or train the same adapter, at the
+same time.
 
 The claim is a file created with O_CREAT | O_EXCL, which is atomic on local disks and on NFS
 (v3 and later), where fcntl locks are often not. It names its owner (host, process, SLURM job,
@@ -132,9 +133,10 @@ def _heartbeat(path: Path, token: str, stop: threading.Event) -> None:
 
 
 @contextmanager
-def claim(folder: Path):
+def claim(folder: Path, doing: str = "evaluated"):
     """Hold `folder`'s claim for the duration of the block; Claimed when another live run holds
-    it. A stale claim is broken (once) and taken over."""
+    it (`doing`: what that run does to the folder, for the message). A stale claim is broken
+    (once) and taken over."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CLAIM_FILE
@@ -146,7 +148,7 @@ def claim(folder: Path):
         if other is None:
             continue  # released between our attempt and the read
         if not is_stale(path, other):
-            raise Claimed(f"{folder.name} is being evaluated by another run "
+            raise Claimed(f"{folder.name} is being {doing} by another run "
                           f"({describe_owner(other)}; claim {path})")
         _break_stale(path, other, record["token"])
     else:

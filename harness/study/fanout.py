@@ -1,15 +1,15 @@
-"""`feyntune reproduce --executor slurm|local`: one job per model that still has work, through
-submitit (https://github.com/facebookincubator/submitit).
+"""The job options (`--executor sequential|local|slurm` and the options of the jobs) and the
+executor they choose (harness.study.executors, on the interface of harness.study.jobs), and
+`feyntune reproduce --executor local|slurm`: one evaluation job per model that still has work.
 
-- slurm: one SLURM job array (SlurmExecutor.map_array), one array task per model, with the
-  partition, GPUs, CPUs, memory, time limit, array parallelism and any other sbatch parameter
-  submitit knows. Returns once submitted (job ids and how to follow them), or follows the jobs
-  with --wait.
-- local: the same jobs as processes on this machine (LocalExecutor), one model per GPU (each job
-  sees only its own GPUs through CUDA_VISIBLE_DEVICES), as many at once as there are GPUs, or
-  --jobs N.
+- slurm: one SLURM job array, one array task per model, with the partition, GPUs, CPUs, memory,
+  time limit, array parallelism and any other sbatch parameter submitit knows. Returns once
+  submitted (job ids and how to follow them), or follows the jobs with --wait. Models whose job
+  an earlier submission left queued or running (squeue) are not submitted again.
+- local: the same jobs as processes on this machine, one model per GPU (each job sees only its
+  own GPUs through CUDA_VISIBLE_DEVICES), as many at once as there are GPUs, or --jobs N.
 
-Each job runs `run_job` with the evaluation function the run in one process uses
+Each job runs `evaluate_job` with the evaluation function the run in one process uses
 (reproduce.evaluate_model): the same run folder per model, the same lm-eval arguments, the claim
 that keeps two runs off one model (harness.study.claims), the merged weights removed when the model
 succeeds. A job gets everything it needs as arguments (pickled by submitit; the function by its
@@ -19,24 +19,29 @@ settings.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.ground.errors import FeynTuneError, first_line
+from harness.ground.errors import FeynTuneError
 from harness.study import claims
+from harness.study.executors import (
+    LocalExecutor,
+    SlurmExecutor,
+    submitit_module,
+    submitted,
+)
+from harness.study.jobs import Executor, Job, Outcome, SequentialExecutor, State
 
-EXECUTORS = ("slurm", "local")
+EXECUTORS = ("sequential", "local", "slurm")
 JOB_NAME = "feyntune-reproduce"
 SLURM_DEFAULT_MINUTES = 24 * 60
-LOCAL_DEFAULT_MINUTES = 30 * 24 * 60   # submitit's local jobs are killed at their time limit
 LEFT = "left to another run"
 LOGS_NAME = ".logs"                    # inside --runs; a dot folder, which the runs reader skips
-INSTALL_HINT = "pip install 'feyntune[cluster]' (or: pip install 'submitit>=1.5.4')"
 # sbatch parameters that have their own option here
 OWN_OPTIONS = {"partition": "--partition", "time": "--time", "gpus_per_node": "--gpus-per-job",
                "cpus_per_task": "--cpus-per-job", "mem": "--mem-gb",
@@ -63,9 +68,10 @@ class Cluster:
 
 def register_options(p) -> None:
     group = p.add_argument_group("jobs (submitit)", "one job per model that still has work")
-    group.add_argument("--executor", choices=EXECUTORS, default=None,
-                       help="slurm: one SLURM job array; local: processes on this machine, one "
-                       "model per GPU (default: one model after another in this process)")
+    group.add_argument("--executor", choices=EXECUTORS, default="sequential",
+                       help="sequential: one job after another in this process (default); "
+                       "local: processes on this machine, one job per GPU; slurm: SLURM jobs "
+                       "(job arrays, afterok dependencies)")
     group.add_argument("--jobs", type=int, default=None,
                        help="local: jobs at once (default: the number of GPUs, or 1 without)")
     group.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per job (default: 1)")
@@ -125,14 +131,19 @@ def parse_extra(pairs: list[str]) -> dict:
 
 
 def cluster_options(args, runs: Path) -> Cluster | None:
-    """The job options, checked; None for the run in one process (where job options are an
-    error, not silently ignored)."""
+    """The job options, checked, with the job logs in RUNS/.logs unless --logs; None for the
+    run in one process (where job options are an error, not silently ignored)."""
+    return cluster_from_args(args, Path(args.logs).expanduser() if args.logs
+                             else runs / LOGS_NAME)
+
+
+def cluster_from_args(args, logs: Path) -> Cluster | None:
     slurm_only = {"--partition": args.partition, "--cpus-per-job": args.cpus_per_job,
                   "--mem-gb": args.mem_gb, "--array-parallelism": args.array_parallelism,
                   "--slurm": args.slurm or None, "--wait": args.wait or None}
     given = {"--jobs": args.jobs, "--gpus-per-job": args.gpus_per_job, "--time": args.time,
              "--logs": args.logs, **slurm_only}
-    if args.executor is None:
+    if args.executor in (None, "sequential"):
         for name, value in given.items():
             if value is not None:
                 which = "slurm" if name in slurm_only else "local" if name == "--jobs" \
@@ -158,19 +169,9 @@ def cluster_options(args, runs: Path) -> Cluster | None:
         if unknown:
             raise FeynTuneError(f"--slurm {', '.join(unknown)}: not an sbatch parameter submitit "
                                 "knows (e.g. account, qos, constraint, exclude, gres, setup)")
-    logs = Path(args.logs).expanduser() if args.logs else runs / LOGS_NAME
     return Cluster(args.executor, logs, args.wait, args.gpus_per_job or 1, args.jobs,
                    args.partition, args.cpus_per_job, args.mem_gb,
                    parse_minutes(args.time) if args.time else None, args.array_parallelism, extra)
-
-
-def submitit_module():
-    try:
-        import submitit
-    except ImportError:
-        raise FeynTuneError(f"--executor needs submitit, which is not installed: {INSTALL_HINT}") \
-            from None
-    return submitit
 
 
 def writable_folder(folder: Path, option: str) -> None:
@@ -210,34 +211,16 @@ def check_slurm(partition: str | None, dry_run: bool) -> None:
 
 # ---- the job -----------------------------------------------------------------------------------
 
-def run_job(evaluate_model, item, opts, settings: dict) -> str:
-    """One model, in the job's process, evaluated as in the run in one process. Returns what
-    happened; raises (the job fails) when the model fails."""
+def evaluate_job(evaluate_model, item, opts, settings: dict) -> State:
+    """One model, in the job's process, evaluated as in the run in one process: DONE, or
+    SKIPPED when another run finished it meanwhile; claims.Claimed when another live run is
+    evaluating it (the executor's outcome ELSEWHERE)."""
     print(f"{item.study} ({item.label}): {', '.join(item.todo)} -> {item.out}", flush=True)
-    try:
-        ran = evaluate_model(item, opts, settings)
-    except claims.Claimed as err:
-        return f"{LEFT}: {err}"
-    return f"evaluated {', '.join(ran)}" if ran else "already finished by another run"
+    ran = evaluate_model(item, opts, settings)
+    return State.DONE if ran else State.SKIPPED
 
 
-def job_failure(err: Exception) -> str:
-    """One line for a failed job: the job's own error (the last line of the traceback that
-    submitit's FailedJobError quotes between two rules), or the state SLURM ended it in."""
-    text = str(err)
-    rule = "-" * 22
-    if text.count(rule) >= 2:
-        trace = [line.strip() for line in text.split(rule)[1].splitlines() if line.strip()]
-        if trace:
-            return re.sub(r"^[\w.]+: ", "", trace[-1])
-    state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
-    if state:
-        return f"ended without a result (state {state.group(1)})"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-# ---- dispatch ----------------------------------------------------------------------------------
+# ---- executors ---------------------------------------------------------------------------------
 
 def sbatch_parameters(cluster: Cluster, count: int) -> dict:
     """The SlurmExecutor parameters of the array (sbatch's names, with underscores)."""
@@ -294,11 +277,38 @@ def local_slots(cluster: Cluster) -> list[list[int]]:
     return slots[:cluster.jobs] if cluster.jobs else slots
 
 
+def executor_for(cluster: Cluster | None, job_name: str | None = None) -> Executor:
+    """The executor the options chose (sequential without --executor local|slurm)."""
+    if cluster is None:
+        return SequentialExecutor()
+    if cluster.executor == "local":
+        slots = local_slots(cluster)
+        return LocalExecutor(cluster.logs, gpus=[gpu for slot in slots for gpu in slot],
+                             at_once=len(slots), minutes=cluster.minutes)
+    params = {key: value for key, value in sbatch_parameters(cluster, 0).items()
+              if key not in ("array_parallelism", "gpus_per_node")}
+    if cluster.array_parallelism:
+        params["array_parallelism"] = cluster.array_parallelism
+    if job_name:
+        params["job_name"] = job_name
+    else:
+        params.pop("job_name")
+    return SlurmExecutor(cluster.logs, params, wait=cluster.wait)
+
+
+def executor_from_args(args, logs: Path) -> Executor:
+    """The executor of `register_options`' options, checked (job logs in `logs` unless --logs)."""
+    return executor_for(cluster_from_args(args, Path(args.logs).expanduser() if args.logs
+                                          else Path(logs)))
+
+
+# ---- reproduce's evaluations as jobs -----------------------------------------------------------
+
 def dispatch(cluster: Cluster, evaluate_model, planned: list, opts, settings: dict,
              dry_run: bool) -> int:
-    """Submit (or, for a dry run, show) one job per model that still has work, each calling
+    """Run (or, for a dry run, show) one job per model that still has work, each calling
     `evaluate_model(item, opts, settings)` (a module-level function: jobs import it by name)."""
-    submitit = submitit_module()
+    submitit_module()
     todo = [item for item in planned if item.todo]
     taken = {item.study: claims.holder(item.out) for item in todo}
     for item in todo:
@@ -308,6 +318,12 @@ def dispatch(cluster: Cluster, evaluate_model, planned: list, opts, settings: di
     todo = [item for item in todo if not taken[item.study]]
     if cluster.executor == "slurm":
         check_slurm(cluster.partition, dry_run)
+        queued = submitted(cluster.logs) if not dry_run else {}
+        for item in [item for item in todo if job_name(item) in queued]:
+            entry = queued[job_name(item)]
+            print(f"  {item.study}: already queued as SLURM job {entry['job_id']} "
+                  f"({entry['state']}), not submitted again", flush=True)
+        todo = [item for item in todo if job_name(item) not in queued]
     if not todo:
         print("jobs: nothing to submit")
         return 0
@@ -327,102 +343,28 @@ def dispatch(cluster: Cluster, evaluate_model, planned: list, opts, settings: di
         return 0
     writable_folder(opts.runs, "--runs")
     writable_folder(cluster.logs, "--logs")
-    if cluster.executor == "slurm":
-        return submit_slurm(submitit, cluster, params, evaluate_model, todo, opts, settings)
-    return run_local(submitit, cluster, slots, evaluate_model, todo, opts, settings)
-
-
-def submit_slurm(submitit, cluster: Cluster, params: dict, evaluate_model, todo: list, opts,
-                 settings: dict) -> int:
-    try:
-        executor = submitit.SlurmExecutor(folder=cluster.logs)
-        executor.update_parameters(**params)
-        n = len(todo)
-        jobs = executor.map_array(run_job, [evaluate_model] * n, todo, [opts] * n, [settings] * n)
-    except RuntimeError as err:  # no srun here, sbatch refused (FailedJobError), bad value
-        first = job_failure(err)
-        raise FeynTuneError(f"SLURM submission failed: {first}") from None
-    except ValueError as err:
-        raise FeynTuneError(f"SLURM parameters refused by submitit: "
-                            f"{first_line(err)}") from None
-    array = jobs[0].job_id.split("_")[0]
-    print(f"submitted SLURM array {array}: {len(jobs)} job(s)", flush=True)
-    for job, item in zip(jobs, todo):
-        print(f"  {job.job_id:<12} {item.study:<8} log {job.paths.stdout}", flush=True)
-    print(f"follow: squeue -j {array}; sacct -j {array} --format=JobID,State,Elapsed; "
-          f"tail -f {jobs[0].paths.stdout}", flush=True)
-    if not cluster.wait:
+    jobs = [Job(job_name(item), "eval",
+                functools.partial(evaluate_job, evaluate_model, item, opts, settings),
+                gpus=cluster.gpus_per_job) for item in todo]
+    outcomes = executor_for(cluster, JOB_NAME).run(jobs)
+    if cluster.executor == "slurm" and not cluster.wait:
         print(f"when they end: feyntune leaderboard --runs {opts.runs}; the same command again "
-              "retries failed models (finished ones are not submitted again)", flush=True)
+              "retries failed models (finished and queued ones are not submitted again)",
+              flush=True)
         return 0
-    return follow(list(zip(todo, jobs)), opts, poll=10.0)
+    return summary(outcomes, opts)
 
 
-def run_local(submitit, cluster: Cluster, slots: list[list[int]], evaluate_model, todo: list,
-              opts, settings: dict) -> int:
-    """At most len(slots) jobs at once, each on its slot's GPUs; the next starts when one ends."""
-    executor = submitit.LocalExecutor(folder=cluster.logs)
-    queue, running, ended = list(todo), [], []
-    free = list(slots)
-    try:
-        while queue or running:
-            while queue and free:
-                slot, item = free.pop(0), queue.pop(0)
-                executor.update_parameters(
-                    timeout_min=cluster.minutes or LOCAL_DEFAULT_MINUTES, stderr_to_stdout=True,
-                    gpus_per_node=len(slot), visible_gpus=tuple(slot))
-                job = executor.submit(run_job, evaluate_model, item, opts, settings)
-                on = f" on GPU {','.join(map(str, slot))}" if slot else ""
-                print(f"  started {item.study}{on} (job {job.job_id}, log {job.paths.stdout})",
-                      flush=True)
-                running.append((item, job, slot))
-            for entry in list(running):
-                item, job, slot = entry
-                if job.done():
-                    running.remove(entry)
-                    free.append(slot)
-                    ended.append(report(item, job, len(ended) + 1, len(todo)))
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for _, job, _ in running:
-            job.cancel()
-        raise
-    return summary(ended, opts)
+def job_name(item) -> str:
+    return f"eval/{item.study}"
 
 
-def follow(pairs: list, opts, poll: float) -> int:
-    """Wait for submitted jobs, a line as each ends; non-zero when any failed."""
-    pending, ended = list(pairs), []
-    while pending:
-        for entry in list(pending):
-            item, job = entry
-            if job.done():
-                pending.remove(entry)
-                ended.append(report(item, job, len(ended) + 1, len(pairs)))
-        if pending:
-            time.sleep(poll)
-    return summary(ended, opts)
-
-
-def report(item, job, number: int, total: int) -> tuple[str, str | None]:
-    """Print the line for an ended job; (study, its failure or what it did)."""
-    try:
-        outcome = job.result()
-    except Exception as err:  # noqa: BLE001 -- submitit raises the job's error or SLURM's
-        failure = job_failure(err)
-        print(f"[{number}/{total}] {item.study} (job {job.job_id}): FAILED: {failure} "
-              f"(log {job.paths.stdout})", flush=True)
-        return item.study, f"FAILED: {failure}"
-    print(f"[{number}/{total}] {item.study} (job {job.job_id}): {outcome}", flush=True)
-    return item.study, outcome
-
-
-def summary(ended: list[tuple[str, str]], opts) -> int:
-    failed = [f"{study} ({why[len('FAILED: '):]})" for study, why in ended
-              if why.startswith("FAILED: ")]
-    left = sum(why.startswith(LEFT) for _, why in ended)
+def summary(outcomes: list[Outcome], opts) -> int:
+    failed = [f"{outcome.job.split('/', 1)[-1]} ({outcome.detail})" for outcome in outcomes
+              if outcome.state in (State.FAILED, State.BLOCKED)]
+    left = sum(outcome.state is State.ELSEWHERE for outcome in outcomes)
     shared = f", {left} {LEFT}" if left else ""
-    print(f"jobs: {len(ended) - len(failed) - left} ended well{shared}, {len(failed)} failed. "
+    print(f"jobs: {len(outcomes) - len(failed) - left} ended well{shared}, {len(failed)} failed. "
           f"Compare with the published figures: feyntune leaderboard --runs {opts.runs}",
           flush=True)
     if failed:
