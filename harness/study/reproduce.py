@@ -157,7 +157,7 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
@@ -183,8 +183,8 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
             state = "already done, skipped"
         lines.append(f"  {item.study:<8} {item.label:<16} {item.weights}  [{state}]")
     lines.append(
-        f"estimated GPU time: {_duration(sum(total.values()))} (perplexity "
-        f"{_duration(total[PPL_TASK])}, generation at most {_duration(total[GEN_TASK])}; merging "
+        f"estimated GPU time: {duration(sum(total.values()))} (perplexity "
+        f"{duration(total[PPL_TASK])}, generation at most {duration(total[GEN_TASK])}; merging "
         f"not counted). ASSUMED, not measured here: {speed['gpu']} figures for an 8B model at "
         f"batch 64 ({speed['perplexity_tokens']:,} tokens scored in {speed['perplexity_seconds']} "
         f"s with hf{'' if backend == 'hf' else ', taken for ' + backend + ' too'}; {gen_source}), "
@@ -277,6 +277,7 @@ class Options:
     max_new_tokens: int
     keep_merged: bool
     engine: backends.Engine | None = None
+    hub: str | None = None     # documents from a hub dataset ("NAME" or "NAME:SPLIT")
 
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, ...]:
@@ -306,6 +307,8 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     metadata = {STUDY_METADATA: {**item.marker, "merged": merge}}
     if opts.data:
         metadata["hepth_data"] = str(user_path(opts.data))
+    elif opts.hub:
+        metadata["hepth_hub"] = opts.hub
     if opts.semscore_model:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
@@ -455,8 +458,8 @@ def reproduce(args) -> int:
             print(f"[{number}/{len(todo)}] {item.study}: finished by another run meanwhile",
                   flush=True)
             continue
-        print(f"[{number}/{len(todo)}] {item.study}: done in {_duration(time.monotonic() - t0)}"
-              f"; about {_duration(left)} left at this pace", flush=True)
+        print(f"[{number}/{len(todo)}] {item.study}: done in {duration(time.monotonic() - t0)}"
+              f"; about {duration(left)} left at this pace", flush=True)
     skipped = len(planned) - len(todo)
     shared = f", {len(elsewhere)} left to another run" if elsewhere else ""
     print(f"reproduce: {len(todo) - len(failed) - len(elsewhere)} model(s) evaluated, {skipped} "

@@ -146,6 +146,8 @@ class Study:
     throughput: Throughput | None = field(default=None, metadata={
         "help": "ASSUMED throughput behind the time estimates (default: the reference study's)"})
     path: Path = field(default=Path(), compare=False, metadata={"help": "the file (set on load)"})
+    throughput_file: Path = field(default=Path(), compare=False, metadata={
+        "help": "the file the throughput comes from (set on load)"})
 
     def model(self, name: str) -> Model:
         for model in self.models:
@@ -208,7 +210,8 @@ def _check_type(value, hint, where: str, path: Path):
 def _build(cls, raw, where: str, path: Path):
     if not isinstance(raw, dict):
         raise FeynTuneError(f"{path}: {where or 'the file'} must be a mapping of keys to values")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    fields = {f.name: f for f in dataclasses.fields(cls)
+              if f.name not in ("path", "throughput_file")}
     hints = _hints(cls)
     prefix = f"{where}." if where else ""
     for key in raw:
@@ -246,14 +249,15 @@ def parse(raw, path: Path) -> Study:
     models_raw = raw.get("models")
     if "models" in raw and (not isinstance(models_raw, list) or not models_raw):
         raise FeynTuneError(f"{path}: models must be a non-empty list")
-    study_raw = {k: v for k, v in raw.items() if k != "models"}
-    study_raw.setdefault("models", [])
+    # the models are read one by one below, each naming its place in the list
+    study_raw = {k: ([] if k == "models" else v) for k, v in raw.items()}
     study = _build(Study, study_raw, "", path)
     models = [_build(Model, m, f"models[{i}]", path) for i, m in enumerate(models_raw or [])]
     study = dataclasses.replace(
         study, models=models, path=path,
         evaluation=study.evaluation or Evaluation(), human=study.human or Human(),
-        throughput=study.throughput or reference_throughput(path))
+        throughput=study.throughput or reference_throughput(path),
+        throughput_file=path if study.throughput else REFERENCE_FILE)
     _check(study, path)
     return study
 
