@@ -122,7 +122,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
         spec.load(tmp_path / "absent.yaml")
 
 
-# ---- the reference study's file -------------------------------------------------------------------
+# ---- the reference study's file ------------------------------------------------------------------
 
 def _expected_dry_runs() -> dict[str, str]:
     """`feyntune reproduce --dry-run` output, captured on main before the registry became a
@@ -153,7 +153,7 @@ def test_the_reference_study_plan_has_reproduces_estimate(tmp_path, capsys):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # a plan writes nothing
 
 
-# ---- plan and status of a study of one's own ------------------------------------------------------
+# ---- plan and status of a study of one's own -----------------------------------------------------
 
 def _trained(folder: Path) -> None:
     folder.mkdir(parents=True)

@@ -32,7 +32,8 @@ def _setup(args):
     from harness.study import runner, spec
 
     study = spec.load(args.file)
-    folders = runner.Folders(Path(args.out).expanduser() if args.out else runner.default_out(study))
+    out = Path(args.out).expanduser() if args.out else runner.default_out(study)
+    folders = runner.Folders(out.resolve())
     options = runner.EvalOptions(
         backend=args.backend, batch_size=getattr(args, "batch_size", "auto"),
         device=getattr(args, "device", None), seed=getattr(args, "seed", 1234),

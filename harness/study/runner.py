@@ -80,7 +80,7 @@ class EvalOptions:
     memory_share: float | None = None
 
 
-# ---- what the study file means here ---------------------------------------------------------------
+# ---- what the study file means here --------------------------------------------------------------
 
 def set_folder(study: spec.Study, folders: Folders, value: str) -> Path:
     """A set a model names: a folder next to the study file, else the one this study builds."""
@@ -267,7 +267,7 @@ def build_jobs(study: spec.Study, folders: Folders, options: EvalOptions,
                                gpus=1, after=docs_after + after))
     jobs += evaluations
     report_missing = not (folders.root / LEADERBOARD).is_file()
-    if evaluations or report_missing:
+    if evaluations or report_missing or stage == "report":
         jobs.append(Job("report", "report", Report(study.path, folders.root),
                         after=tuple(job.name for job in evaluations)))
     if stage is not None:
@@ -291,7 +291,7 @@ def only_stage(jobs: list[Job], stage: str) -> list[Job]:
     return [replace(job, after=tuple(a for a in job.after if a in names)) for job in kept]
 
 
-# ---- checks before any job -------------------------------------------------------------------------
+# ---- checks before any job -----------------------------------------------------------------------
 
 def check_before_jobs(study: spec.Study, folders: Folders, work: Work,
                       options: EvalOptions) -> None:
@@ -352,7 +352,7 @@ def _has_records(path: Path) -> bool:
         return False
 
 
-# ---- outcomes and states ---------------------------------------------------------------------------
+# ---- outcomes and states -------------------------------------------------------------------------
 
 def record_outcomes(folders: Folders, outcomes: list[Outcome]) -> None:
     """Each job's last outcome in jobs.json (others' entries kept), for `status`."""
@@ -422,7 +422,7 @@ def _queue_word(job: dict, running: str) -> str:
     return running if str(job.get("state", "")).upper() in ("RUNNING", "COMPLETING") else "queued"
 
 
-# ---- estimates ---------------------------------------------------------------------------------------
+# ---- estimates -----------------------------------------------------------------------------------
 
 def training_abstracts(study: spec.Study, folders: Folders, model: spec.Model) -> int | None:
     """Abstract passes of a model's training: its set's training records x epochs (or
@@ -481,7 +481,8 @@ def describe_plan(study: spec.Study, folders: Folders, work: Work,
             model = study.model(job.name.removeprefix("train/"))
             passes = training_abstracts(study, folders, model)
             rate = speed.training_abstracts_per_second.get(model.preset)
-            what = (f"{lora_variant(model.lora) or model.lora} on {model.set}, {model.preset} preset, "
+            variant = lora_variant(model.lora) or model.lora
+            what = (f"{variant} on {model.set}, {model.preset} preset, "
                     + (f"{passes:,} abstract passes" if passes is not None
                        else "abstracts counted once the set is built"))
             if passes is not None and rate:
