@@ -110,7 +110,8 @@ def plan_models(study: spec.Study, folders: Folders, options: EvalOptions,
     registry = Registry(study)
     evaluation = study.evaluation
     data, hub = documents(study, folders)
-    run_settings = {"dtype": study.base.dtype, "limit": evaluation.limit,
+    # the study's name too: a model `s3` of another study is not the reference study's s3
+    run_settings = {"study_name": study.name, "dtype": study.base.dtype, "limit": evaluation.limit,
                     "max_new_tokens": evaluation.max_new_tokens, "data": data,
                     "backend": options.backend}
     if hub:
