@@ -96,6 +96,6 @@ def test_local_run_equals_sequential_run(tmp_path, capsys, sample_path, smollm2_
     assert all(len(docs) == 3 for docs in perplexities(local / "runs").values())
     for folder in (sequential, local):
         board = (folder / "leaderboard.md").read_text()
-        assert "SmolLM2" in board and "LoRA-QKV hep-gr" in board
+        assert "| smollm2 + LoRA-all hep |" in board and "| smollm2 + LoRA-QKV hep-gr |" in board
         record = json.loads((folder / "jobs.json").read_text())
         assert {entry["state"] for entry in record.values()} == {"done"}
