@@ -203,3 +203,29 @@ def test_status_says_each_models_state(tmp_path, capsys, monkeypatch):
         f"  c       failed: feyntune train exited with 2; log {log}",
     ]
     assert lines[-1] == "  leaderboard: not written yet"
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda sets: (sets / "train.jsonl").write_text(""), "train.jsonl is empty"),
+    (lambda sets: (sets / "validation.jsonl").unlink(), "validation.jsonl is missing"),
+])
+def test_a_training_set_missing_or_empty_stops_the_run_before_any_job(damage, expected,
+                                                                     tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    damage(tmp_path / "sets" / "a")
+    out_dir = tmp_path / "out"
+    assert cli.main(["study", "run", str(path), "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training set of a: " in err[0] and expected in err[0], err
+    assert not out_dir.exists()
+
+
+def test_a_missing_snapshot_stops_the_run_before_any_job(tmp_path, capsys):
+    data = _with(lambda d: (d.update(curation={"snapshot": "absent.jsonl"}),
+                            d["models"][0].update(set="s1")))
+    path = write(tmp_path, data)
+    assert cli.main(["study", "run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"curation.snapshot: {tmp_path / 'absent.jsonl'} does not exist (needed to build " \
+        "s1)" in err
+    assert not (tmp_path / "out").exists()
