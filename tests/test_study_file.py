@@ -87,6 +87,8 @@ BAD = {
                          "models[1].lora: bad LoRA variant 'qkvo'"),
     "wrong type": (lambda d: d.update(evaluation={"temperature": "hot"}),
                    "evaluation.temperature must be float, not 'hot'"),
+    "unknown training key": (lambda d: d["models"][1].update(overrides={"epochz": 2}),
+                             "models[1].overrides: unknown configuration key 'epochz'"),
     "unknown preset": (lambda d: d["models"][0].update(preset="turbo"),
                        "models[0].preset: unknown preset 'turbo'"),
     "two document sources": (lambda d: d["documents"].update(hub="org/docs"),

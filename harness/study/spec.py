@@ -293,6 +293,7 @@ def _check(study: Study, path: Path) -> None:
                                 f"{model.preset} preset has {', '.join(variants[model.preset])})")
         if model.trained_here:
             _check_set(study, model.set, f"{where}.set", known_sets, path)
+            _check_overrides(model, f"{where}.overrides", path)
         elif model.overrides or model.preset != "paper":
             raise FeynTuneError(f"{path}: {where}: a published adapter is not trained here; "
                                 "preset and overrides belong to models without adapter")
@@ -301,6 +302,18 @@ def _check(study: Study, path: Path) -> None:
     if study.documents.data and not study.resolve(study.documents.data).exists():
         raise FeynTuneError(f"{path}: documents.data: {study.resolve(study.documents.data)} does "
                             "not exist")
+
+
+def _check_overrides(model: Model, where: str, path: Path) -> None:
+    """The training configuration the preset and overrides make is one `feyntune train`
+    accepts (unknown keys, bad values), checked now rather than in the training job."""
+    from finetune.config import resolve
+
+    lora = model.overrides.get("lora") if isinstance(model.overrides.get("lora"), dict) else {}
+    try:
+        resolve(model.preset, None, {**model.overrides, "lora": {**lora, "variant": model.lora}})
+    except FeynTuneError as err:
+        raise FeynTuneError(f"{path}: {where}: {err}") from None
 
 
 def _check_set(study: Study, value: str, where: str, known: tuple, path: Path) -> None:
