@@ -83,8 +83,8 @@ def run(args) -> int:
         print(line, flush=True)
     if not work.jobs:
         return 0
+    executor = fanout.executor_from_args(args, folders.logs)  # its options checked first
     runner.check_before_jobs(study, folders, work, options)
-    executor = fanout.executor_from_args(args, folders.logs)
     jobs = _not_queued(work.jobs, fanout.submitted(folders.logs))
     if not jobs:
         return 0
