@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "finetune.merge",       # merge
     "harness.evaluate.command",     # eval
     "harness.study.reproduce",    # reproduce
+    "harness.study.command",      # study run|plan|status
     "harness.leaderboard.command",  # leaderboard
     "harness.review.command",       # review build|import
     "harness.judge.command",        # judge [agreement]

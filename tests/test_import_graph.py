@@ -6,12 +6,13 @@ The layers, lowest first (a module may import its own layer and those below it):
     ground        harness.ground: errors, home, jsonl, digest, stats, names, the reference rules
     providers, finetune   which take from harness only its ground
     assets        the offline models (the metrics load their embedders from it)
-    study facts   harness.study.registry (study.yaml) and harness.study.marker
-    runs          harness.runs: the one reader of lm-eval outputs, model identity, run labels
+    runs          harness.runs: the one reader of lm-eval outputs, model identity, run labels,
+                  the marker a study run leaves in its results
     evaluate      harness.evaluate: documents, metrics, contamination (not its command)
     tasks         the lm-eval task's own code
+    study         harness.study: the study file (spec, registry), jobs, executors, claims
     review, judge, leaderboard   the report stages, each reading those before it
-    commands      every `feyntune` command module
+    commands      every `feyntune` command module, and the study runner (it starts them all)
     demo, cli
 """
 
@@ -22,15 +23,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("harness", "finetune", "providers", "tasks")
-COMMANDS = ("harness.evaluate.command", "harness.study.reproduce", "harness.review.command",
-            "harness.judge.command", "harness.leaderboard.command")
+COMMANDS = ("harness.evaluate.command", "harness.study.reproduce", "harness.study.command",
+            "harness.study.runner", "harness.review.command", "harness.judge.command",
+            "harness.leaderboard.command")
 # (module or package prefix, layer); the longest matching prefix wins.
 LAYERS = (
     ("harness.ground", 0), ("providers", 1), ("finetune", 1), ("harness.assets", 2),
-    ("harness.study.registry", 3), ("harness.study.marker", 3), ("harness.study.claims", 3),
-    ("harness.study.fanout", 3), ("harness.study.jobs", 3), ("harness.study.executors", 3),
-    ("harness.study.train_job", 3), ("harness.runs", 4),
-    ("harness.evaluate", 5), ("tasks", 6), ("harness.review", 7), ("harness.judge", 8),
+    ("harness.runs", 3), ("harness.evaluate", 4), ("tasks", 5), ("harness.study", 6),
+    ("harness.review", 7), ("harness.judge", 8),
     ("harness.leaderboard", 9), *((name, 10) for name in COMMANDS), ("harness.demo", 11),
     ("harness.cli", 12),
 )

@@ -16,18 +16,12 @@ from scipy import stats
 from harness import cli
 from harness.leaderboard.command import FIGURE_NAMES, build
 from harness.leaderboard.rows import REPORTED_FILE
-from harness.runs.identity import (
-    LORA_ALL,
-    LORA_QKV,
-    identify,
-    lora_from_name,
-    mix_from_name,
-    parse_model_args,
-)
+from harness.runs.identity import LORA_ALL, LORA_QKV, identify, parse_model_args
+from harness.study import registry as study_registry
 
 OUTPUTS = ("leaderboard.md", "leaderboard.csv", "index.html",
            *(f"figures/{name}" for name in FIGURE_NAMES))
-# The published figures, typed in again here so that a wrong registry (harness/study/study.yaml) fails.
+# The published figures, typed in again here so that a wrong study file (studies/reference.yaml) fails.
 PUBLISHED_PPL = {
     ("Llama-3.1-8B", None, None): 11.20,
     ("Llama-3.1-8B + LoRA-all s1", "s1", LORA_ALL): 10.32,
@@ -133,30 +127,52 @@ def test_reported_rows_present_and_apart(board):
 
 def test_registry_matches_the_published_study():
     data = yaml.safe_load(REPORTED_FILE.read_text())
-    assert data["base"] == {"study": "Base", "hub": "meta-llama/Llama-3.1-8B", "perplexity": 11.20}
-    ppl = {(a["lora"], a["mix"]): a["perplexity"] for a in data["adapters"]}
+    assert data["base"] == {"model": "meta-llama/Llama-3.1-8B", "dtype": "float16",
+                            "name": "Base", "perplexity": 11.20}
+    variant = {"all": LORA_ALL, "qkv": LORA_QKV}
+    ppl = {(variant[a["lora"]], a["set"]): a["perplexity"] for a in data["models"]}
     mixes = [f"s{i}" for i in range(1, 11)]
     assert {m: ppl[(LORA_ALL, m)] for m in mixes} == dict(zip(
         mixes, [10.32, 11.38, 9.83, 10.41, 10.35, 10.34, 10.00, 9.90, 12.16, 9.93]))
     assert {m: ppl[(LORA_QKV, m)] for m in mixes} == dict(zip(
         mixes, [10.04, 10.62, 10.02, 10.08, 10.07, 10.05, 10.04, 10.04, 10.64, 10.00]))
-    hubs = {a["study"]: a["hub"] for a in data["adapters"]}
+    hubs = {a["name"]: a["adapter"] for a in data["models"]}
     assert len(hubs) == 20
     assert hubs["s3"] == "LLMsForHepth/s3-L-3.1-8B-base_v3"
     assert hubs["s1_qkv"] == "LLMsForHepth/s1-L-3.1-8B-qkv_v2"
     assert hubs["s7_qkv"] == "LLMsForHepth/s7-L-3.1-8B-qkv2"
     assert hubs["s10"] == "LLMsForHepth/s10-L-3.1-8B-base"
     assert hubs["s9_qkv"] == "LLMsForHepth/s9-L-3.1-8B-qkv"
-    # the name tells the variant and mix the registry states (identity.py reads hub names)
-    for adapter in data["adapters"]:
-        assert (mix_from_name(adapter["hub"]), lora_from_name(adapter["hub"])) == (
-            adapter["mix"], adapter["lora"])
+    # the names s1..s10 and their mixes live in the file only, never in the harness's code
+    registry = study_registry.load(REPORTED_FILE)
+    for adapter in registry.adapters:
+        assert (adapter.mix, adapter.lora) == next(
+            (a["set"], variant[a["lora"]]) for a in data["models"] if a["name"] == adapter.study)
     assert data["human"]["categories"] == {"Base": 3.75, LORA_ALL: 5.43, LORA_QKV: 4.92}
     assert data["human"]["commercial"] == {"Claude": 8.39, "ChatGPT-4": 8.06, "Gemini": 6.92,
                                            "DeepSeek": 6.64}
-    assert data["settings"] == {"merge": True, "dtype": "float16", "temperature": 0.8,
-                                "max_new_tokens": 1024}
+    assert data["evaluation"] == {"merge": True, "temperature": 0.8, "max_new_tokens": 1024}
     assert data["documents"]["hub"] == "LLMsForHepth/hep-th_primary"
+
+
+def test_no_study_name_is_left_in_the_code():
+    """The mixes s1..s10 and the published adapters' hub names live in the study file only:
+    the modules that tell which model a run is and read study files name none of them."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("runs/identity.py", "runs/marker.py", "runs/lmeval_outputs.py",
+                 "study/registry.py", "study/spec.py", "leaderboard/compare.py"):
+        tree = ast.parse((root / "harness" / name).read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        texts = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                 and isinstance(node.value, str) and id(node) not in docstrings]
+        found = [t for t in texts
+                 if re.search(r"\bs(?:10|[1-9])(?:_qkv)?\b|LLMsForHepth|hep-th_primary", t)]
+        assert not found, (name, found)
 
 
 # ---- determinism, robustness ------------------------------------------------------------------
@@ -276,10 +292,14 @@ def test_cli_rejects_a_file_as_runs_folder(tmp_path, capsys):
     ("LLMsForHepth/s9-L-3.1-8B-qkv", "s9", LORA_QKV),
 ])
 def test_identity_from_published_adapter_names(adapter, mix, lora):
+    """A published adapter run by hub id: its set and variant come from the study file."""
     ident = identify({"model": "hf", "model_args": f"pretrained=meta-llama/Llama-3.1-8B,peft={adapter}"})
+    assert (ident.mix, ident.lora) == (None, None)  # the run itself says neither
+    ident = study_registry.with_study_facts(ident, study_registry.load())
     assert (ident.base, ident.adapter, ident.mix, ident.lora) == (
         "meta-llama/Llama-3.1-8B", adapter, mix, lora)
     assert ident.label == f"Llama-3.1-8B + {lora} {mix}"
+    assert study_registry.study_name_of(ident) == (mix if lora == LORA_ALL else f"{mix}_qkv")
 
 
 def test_identity_from_an_adapters_run_json(tmp_path):

@@ -301,7 +301,7 @@ def test_finished_tasks_reads_each_run_once_and_only_what_a_run_wrote(hepth_eval
     import time
 
     from harness.runs import lmeval_outputs
-    from harness.study.marker import STUDY_METADATA
+    from harness.runs.marker import STUDY_METADATA
 
     out = tmp_path / "s3"
     shutil.copytree(hepth_eval_runs, out)

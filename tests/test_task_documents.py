@@ -137,3 +137,18 @@ def test_feyntune_eval_reports_source_errors_without_traceback(tmp_path, monkeyp
                  "--metadata", json.dumps({"hepth_data": str(docs)}), "--output_path", "out"])
     assert code == 2
     assert "API models can run only hepth_completion_gen" in capsys.readouterr().err
+
+
+def test_hub_documents_named_by_metadata_and_the_reference_default(tmp_path):
+    """`hepth_hub` ("NAME" or "NAME:SPLIT") names a hub dataset; without any source the task
+    reads the reference study file's published split."""
+    source = d.resolve_source(None, environ={}, hub="org/docs:validation")
+    assert (source.kind, source.location, source.split) == ("hub", "org/docs", "validation")
+    assert d.resolve_source(None, environ={}, hub="org/docs").split == "test"
+    default = d.resolve_source(None, environ={})
+    assert (default.location, default.split) == (d.HUB_DATASET, d.HUB_SPLIT)
+    assert (d.HUB_DATASET, d.HUB_SPLIT) == ("LLMsForHepth/hep-th_primary", "test")
+    # a file source still wins over the hub
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"abstract": "A text."}\n')
+    assert d.resolve_source(str(docs), environ={}, hub="org/docs").kind == "file"

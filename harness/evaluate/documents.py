@@ -5,7 +5,9 @@ Source, first found wins:
    `feyntune data build` (its `s1/test.jsonl`), a set folder (its `test.jsonl`), or a JSON-lines
    file whose records are all documents;
 2. the environment variable FEYNTUNE_HEPTH_DATA, read the same way;
-3. the published test split on the hub, `LLMsForHepth/hep-th_primary` split `test`.
+3. `hepth_hub` (metadata: "NAME" or "NAME:SPLIT"), a dataset on the hub;
+4. the reference study's published test split on the hub (studies/reference.yaml, documents:
+   `LLMsForHepth/hep-th_primary` split `test`).
 
 Relative paths resolve against the user's current directory. Each document is
 `{id, title, abstract, prompt, y_true}`; `prompt`/`y_true` come from the record when it has both,
@@ -23,19 +25,12 @@ from pathlib import Path
 from harness.ground.abstracts import clean_abstract, split_prompt
 from harness.ground.errors import FeynTuneError
 from harness.ground.jsonl import read_objects
+from harness.ground.reference import published_documents
 
 ENV_VAR = "FEYNTUNE_HEPTH_DATA"
 
 
-def _published_documents() -> tuple[str, str]:
-    """The reference study's test documents, from its registry (harness/study/study.yaml)."""
-    from harness.study import registry as study
-
-    documents = study.load().documents
-    return str(documents["hub"]), str(documents["split"])
-
-
-HUB_DATASET, HUB_SPLIT = _published_documents()
+HUB_DATASET, HUB_SPLIT = published_documents()
 DOC_FIELDS = ("id", "title", "abstract", "prompt", "y_true")
 
 
@@ -44,6 +39,7 @@ class Source:
     kind: str      # "file" or "hub"
     location: str  # absolute file path, or the hub dataset name
     origin: str    # how it was chosen, for messages
+    split: str = HUB_SPLIT  # hub: the split
 
 
 @dataclass(frozen=True)
@@ -81,8 +77,9 @@ def document_id(record: dict, index: int) -> str:
 
 
 def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
-                   environ: dict | None = None) -> Source:
-    """Which source the documents come from (no reading yet, except checking paths exist)."""
+                   environ: dict | None = None, hub: str | None = None) -> Source:
+    """Which source the documents come from (no reading yet, except checking paths exist);
+    `hub`: metadata hepth_hub, "NAME" or "NAME:SPLIT"."""
     environ = os.environ if environ is None else environ
     for value, origin in ((hepth_data, "metadata hepth_data"), (environ.get(ENV_VAR), ENV_VAR)):
         if value is None or str(value).strip() == "":
@@ -91,6 +88,9 @@ def resolve_source(hepth_data: str | os.PathLike | None = None, cwd: str | os.Pa
             return Source("file", str(_file_in(user_path(value, cwd))), f"{origin}={value}")
         except FeynTuneError as err:
             raise FeynTuneError(f"hep-th documents from {origin}={value!s}: {err}") from None
+    if hub:
+        name, _, split = str(hub).partition(":")
+        return Source("hub", name, f"metadata hepth_hub={hub}", split or HUB_SPLIT)
     return Source("hub", HUB_DATASET, f"default (neither metadata hepth_data nor {ENV_VAR} set)")
 
 
@@ -130,20 +130,20 @@ def read_records(source: Source) -> tuple[list[dict], str]:
     if source.kind == "file":
         return read_objects(Path(source.location)), source.location
     try:
-        records = _read_hub(source.location, HUB_SPLIT)
+        records = _read_hub(source.location, source.split)
     except Exception as err:  # noqa: BLE001 -- offline, missing, renamed: one clear message
         raise FeynTuneError(
             f"no hep-th documents: tried metadata hepth_data (not given), ${ENV_VAR} (not set), "
-            f"then the hub dataset {HUB_DATASET} split {HUB_SPLIT} ({err.__class__.__name__}: "
+            f"then the hub dataset {source.location} split {source.split} ({err.__class__.__name__}: "
             f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}). Pass "
             "--metadata '{\"hepth_data\": \"data\"}' with a `feyntune data build` folder, a set "
             f"folder or a JSON-lines file, or set ${ENV_VAR}") from None
-    return records, f"{HUB_DATASET}[{HUB_SPLIT}]"
+    return records, f"{source.location}[{source.split}]"
 
 
 def load_documents(hepth_data: str | os.PathLike | None = None, cwd: str | os.PathLike | None = None,
-                   environ: dict | None = None) -> Documents:
-    source = resolve_source(hepth_data, cwd=cwd, environ=environ)
+                   environ: dict | None = None, hub: str | None = None) -> Documents:
+    source = resolve_source(hepth_data, cwd=cwd, environ=environ, hub=hub)
     records, where = read_records(source)
     return documents_from(records, where, source)
 
@@ -180,7 +180,7 @@ def generation_dataset(metadata: dict, docs: Documents | None = None):
     each sample for traceability."""
     from harness.evaluate.metrics import resolve_semscore_model
 
-    docs = docs or load_documents(metadata.get("hepth_data"))
+    docs = docs or load_documents(metadata.get("hepth_data"), hub=metadata.get("hepth_hub"))
     model = resolve_semscore_model(metadata.get("semscore_model"))
     return _dataset_dict([{**d, "semscore_model": model} for d in docs.docs])
 
@@ -196,7 +196,7 @@ def perplexity_dataset(metadata: dict, docs: Documents | None = None):
             "hepth_completion_ppl counts the tokens of each abstract with the evaluated model's "
             "tokenizer, but the model_args name none (no pretrained= or tokenizer=). Pass "
             "--metadata '{\"tokenizer\": NAME}'; API models can run only hepth_completion_gen")
-    docs = docs or load_documents(metadata.get("hepth_data"))
+    docs = docs or load_documents(metadata.get("hepth_data"), hub=metadata.get("hepth_hub"))
     tokenizer = metrics.load_tokenizer(spec)
     counts = metrics.scored_token_counts([d["abstract"] for d in docs.docs], tokenizer,
                                          spec["prefix_token_id"])

@@ -34,6 +34,7 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     from harness.review import human_ratings
     from harness.runs import lmeval_outputs
     from harness.runs.labels import run_labels
+    from harness.study.registry import with_study_facts
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
@@ -42,6 +43,8 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
                             "`feyntune eval` and `feyntune reproduce` write)")
     scan = lmeval_outputs.scan(runs_dir)
     reported = rows.load_reported(reported_file or rows.REPORTED_FILE)
+    for run in scan.runs:  # a published adapter run by hub id: its set and variant from the study
+        run.identity = with_study_facts(run.identity, reported)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
                             "`feyntune review import`)")
@@ -133,6 +136,7 @@ def _judge_notes(judged: dict | None, known: set[str]) -> list[str]:
 
 def _run(args) -> int:
     built = build(Path(args.runs), Path(args.out), Path(args.ratings) if args.ratings else None,
+                  reported_file=Path(args.study) if args.study else None,
                   judge_ratings=Path(args.judge_ratings) if args.judge_ratings else None)
     for skip in built.skipped:
         print(f"feyntune leaderboard: skipped {skip}", file=sys.stderr)
@@ -163,4 +167,7 @@ def register(sub) -> None:
     parser.add_argument("--judge-ratings", default=None,
                         help="LLM judge ratings from `feyntune judge` "
                         "(default: OUT/judge_ratings.json when present)")
+    parser.add_argument("--study", default=None,
+                        help="the study file whose published figures are the reported rows "
+                        "(default: the reference study, studies/reference.yaml)")
     parser.set_defaults(func=_run)

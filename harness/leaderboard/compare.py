@@ -102,6 +102,8 @@ def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, st
         if run is None:
             continue
         study = run.identity.study or study_name_of(run.identity, registry)
+        if (run.study or {}).get("study_name", registry.spec.name) != registry.spec.name:
+            study = None  # a model of another study file that happens to share a name
         row["study"] = study
         if study is not None and not run.identity.is_api:
             try:

@@ -3,7 +3,7 @@
 A measured row's perplexity is the arithmetic mean of the samples' `ppl_token` values with the
 harness's percentile bootstrap (harness.ground.stats.bootstrap_mean, the reference study's settings);
 the corpus-level figure beside it is lm-eval's `word_perplexity` aggregate. Reported rows come
-from the study registry (harness/study/study.yaml) and never enter a measured row's numbers.
+from the study file (studies/reference.yaml by default, or `--study FILE`) and never enter a measured row's numbers.
 """
 
 from __future__ import annotations
@@ -263,7 +263,7 @@ def load_reported(path: Path = REPORTED_FILE) -> Registry:
 
 
 def reported_rows(registry: Registry) -> list[dict]:
-    """The reference study's published figures, one row per model it named."""
+    """A study's published figures, one row per model it gave a figure for."""
     base = registry.base
     short = short_name(base.hub)
     human = registry.human
@@ -277,10 +277,13 @@ def reported_rows(registry: Registry) -> list[dict]:
                    **ident)
         rows.append(row)
 
-    add(short, base.perplexity, categories.get("Base"), base_model=base.hub, study=base.study)
+    # only what the study published: a model trained here has no reported row
+    if base.perplexity is not None or categories.get(base.study) is not None:
+        add(short, base.perplexity, categories.get(base.study), base_model=base.hub,
+            study=base.study)
     for variant in (LORA_ALL, LORA_QKV):
         for model in registry.adapters:
-            if model.lora == variant:
+            if model.lora == variant and model.perplexity is not None:
                 add(f"{short} + {variant} {model.mix}", model.perplexity, None,
                     base_model=base.hub, mix=model.mix, lora=variant, study=model.study)
         if variant in categories:

@@ -2,31 +2,27 @@
 
 lm-eval keeps the model class (`config.model`: hf, vllm, provider, ...) and its arguments
 (`config.model_args`, a dict from the CLI or a "k=v,k=v" string from the Python API). From those:
-a local model is a base (`pretrained`) plus an optional adapter (`peft`), whose dataset mix and
-LoRA variant come from the adapter's `run.json` when the folder is at hand, else from its name
-(`LLMsForHepth/s3-L-3.1-8B-base` is LoRA-all on s3, `...-qkv` LoRA-QKV); a commercial model is a
-provider and a model name.
+a local model is a base (`pretrained`) plus an optional adapter (`peft`), whose training set
+and LoRA variant come from the adapter's `run.json` when the folder is at hand; a commercial model
+is a provider and a model name. A run made by `feyntune reproduce` or `feyntune study run` says
+what it stands for in its marker (harness.runs.marker). Nothing here knows any study's names: a
+published adapter evaluated by hub id gets its set and variant from the study file that lists it
+(harness.study.registry.with_study_facts).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.ground.names import short_name
-from harness.study.marker import study_marker
+from harness.runs.marker import study_marker
 
 LORA_ALL = "LoRA-all"
 LORA_QKV = "LoRA-QKV"
 
-# s1..s10 as a whole token of a name: "s3-L-3.1-8B-base", "data/s10", "smollm2-s1-qkv".
-_MIX = re.compile(r"(?:^|[/_\-.])(s(?:10|[1-9]))(?=$|[/_\-.])", re.IGNORECASE)
-_QKV = re.compile(r"qkv", re.IGNORECASE)
-# The published LoRA-all adapters end in "-base" (optionally "_vN"); "lora-all"/"_all" says so too.
-_ALL = re.compile(r"(?:lora[-_]?all|[-_]all(?:$|[-_/])|-L-[\w.-]+-base(?:_v\d+)?$)", re.IGNORECASE)
 # API model classes of lm-eval itself, for runs that did not go through our `provider` model.
 _API_MODEL_CLASSES = {
     "openai-completions", "openai-chat-completions", "local-completions", "local-chat-completions",
@@ -105,21 +101,6 @@ def display_name(name: str | None) -> str | None:
     return short_name(name.replace("\\", "/")) if looks_local else name
 
 
-def mix_from_name(name: str | None) -> str | None:
-    match = _MIX.search(name or "")
-    return match.group(1).lower() if match else None
-
-
-def lora_from_name(name: str | None) -> str | None:
-    if not name:
-        return None
-    if _QKV.search(name):
-        return LORA_QKV
-    if _ALL.search(name):
-        return LORA_ALL
-    return None
-
-
 @functools.cache
 def _preset_targets() -> tuple[frozenset, frozenset]:
     """The projections of LoRA-QKV and of LoRA-all, as the paper preset trains them."""
@@ -184,8 +165,11 @@ def _manifest_facts(manifest: dict) -> dict:
     )
     if dataset is None and isinstance(manifest.get("data"), str):
         dataset = manifest["data"]
-    # A data set outside s1..s10 (a demo sample, a user's own mix) is named by its folder.
-    mix = (mix_from_name(dataset) or short_name(dataset.replace("\\", "/"))) if dataset else None
+    # a training set is named by its folder (data/s3 and data/s3/train.jsonl -> s3)
+    dataset = dataset.replace("\\", "/") if dataset else None
+    if dataset and dataset.endswith(".jsonl") and "/" in dataset.rstrip("/"):
+        dataset = dataset.rstrip("/").rsplit("/", 1)[0]
+    mix = short_name(dataset) if dataset else None
     return {"base": base, "lora": variant, "mix": mix}
 
 
@@ -224,8 +208,7 @@ def identify(config: dict, general: dict | None = None) -> ModelIdentity:
             facts = _manifest_facts(manifest)
             break
     named = adapter or (pretrained if facts["lora"] or facts["mix"] else None)
-    mix = facts["mix"] or (mix_from_name(adapter) if adapter else None)
-    lora = facts["lora"] or (lora_from_name(adapter) if adapter else None)
+    mix, lora = facts["mix"], facts["lora"]
     base = pretrained
     if not adapter and (facts["lora"] or facts["mix"]):
         # A merged model: its run.json names the base it was trained from.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from harness.ground.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
 from harness.runs.identity import ModelIdentity, identify
-from harness.study.marker import study_marker
+from harness.runs.marker import study_marker
 
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
@@ -68,7 +68,7 @@ class Run:
     aggregates: dict[str, dict[str, float]]  # task -> metric -> lm-eval's aggregate
     samples: dict[str, list[Document]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    study: dict | None = None       # the block of `feyntune reproduce` (harness.study.marker)
+    study: dict | None = None       # the block of `feyntune reproduce` (harness.runs.marker)
     provider_cost: dict | None = None  # API runs: tokens and cost of the answers (provider_cost)
 
     @property

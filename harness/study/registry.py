@@ -1,31 +1,31 @@
-"""The reference study's registry (harness/study/study.yaml): its models, published figures, settings.
+"""A study's registry: its models, published figures and settings, read from its study file
+(harness/study/spec.py; the reference study is studies/reference.yaml).
 
-Everything published lives in the YAML; this module reads it, checks it, and answers the
-questions the rest of the harness asks of it: which study model a leaderboard row is (`s3`,
-`s3_qkv`, `Base`, `ChatGPT-4`), what the study reported for it, how long reproducing it takes.
+Nothing about any study lives here: this module answers the questions the rest of the harness
+asks of a study file -- which study model a leaderboard row is (`s3`, `s3_qkv`, `Base`,
+`ChatGPT-4`), what the study reported for it, how long evaluating it takes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-
-import yaml
 
 from harness.ground.errors import FeynTuneError
 from harness.ground.names import short_name
+from harness.runs.identity import lora_variant
+from harness.study import spec
 
-REGISTRY_FILE = Path(__file__).with_name("study.yaml")
-BASE = "Base"
+REGISTRY_FILE = spec.REFERENCE_FILE
 
 
 @dataclass(frozen=True)
 class StudyModel:
     study: str                 # the study's name: Base, s3, s3_qkv
-    hub: str                   # hub id of the base model or of the adapter
+    hub: str | None            # the base model or the published adapter (None: trained here)
     perplexity: float | None   # published hep-th test perplexity
-    mix: str | None = None     # adapters: dataset mix s1..s10
+    mix: str | None = None     # adapters: the set it was trained on
     lora: str | None = None    # adapters: LoRA-all / LoRA-QKV
 
     @property
@@ -35,21 +35,26 @@ class StudyModel:
 
 @dataclass(frozen=True)
 class Registry:
-    data: dict
+    spec: spec.Study
+
+    @property
+    def path(self) -> Path:
+        return self.spec.path
 
     @property
     def source(self) -> str:
-        return str(self.data.get("source", "reference study"))
+        return self.spec.source or self.spec.name
 
     @property
     def base(self) -> StudyModel:
-        base = self.data["base"]
-        return StudyModel(str(base.get("study", BASE)), str(base["hub"]), base.get("perplexity"))
+        base = self.spec.base
+        return StudyModel(base.name, self.spec.weights(base.model), base.perplexity)
 
     @property
     def adapters(self) -> list[StudyModel]:
-        return [StudyModel(str(a["study"]), str(a["hub"]), a.get("perplexity"), str(a["mix"]),
-                           str(a["lora"])) for a in self.data["adapters"]]
+        return [StudyModel(m.name, self.spec.weights(m.adapter) if m.adapter else None,
+                           m.perplexity, m.set, lora_variant(m.lora) or m.lora)
+                for m in self.spec.models]
 
     @property
     def models(self) -> list[StudyModel]:
@@ -77,62 +82,46 @@ class Registry:
                 return model
         return None
 
+    def adapter_named(self, adapter: str | None) -> StudyModel | None:
+        """The study's adapter given as this hub id or folder (its name's last part)."""
+        if not adapter:
+            return None
+        for model in self.adapters:
+            if model.hub and (model.hub == adapter or short_name(model.hub) == short_name(adapter)):
+                return model
+        return None
+
     @property
     def human(self) -> dict:
-        return self.data.get("human") or {}
+        return dataclasses.asdict(self.spec.human)
 
     @property
     def settings(self) -> dict:
-        return self.data["settings"]
+        evaluation = self.spec.evaluation
+        return {"merge": evaluation.merge, "dtype": self.spec.base.dtype,
+                "temperature": evaluation.temperature,
+                "max_new_tokens": evaluation.max_new_tokens}
 
     @property
     def documents(self) -> dict:
-        return self.data["documents"]
+        return dataclasses.asdict(self.spec.documents)
 
     @property
     def throughput(self) -> dict:
-        return self.data["throughput"]
-
-
-def _check(data, path: Path) -> dict:
-    if not isinstance(data, dict):
-        raise FeynTuneError(f"{path} is not a study registry (a YAML mapping)")
-    for key in ("base", "adapters", "documents", "settings", "throughput"):
-        if key not in data:
-            raise FeynTuneError(f"{path} lacks '{key}'")
-    if not isinstance(data["adapters"], list) or not all(
-            isinstance(a, dict) and {"study", "hub", "mix", "lora"} <= set(a)
-            for a in data["adapters"]):
-        raise FeynTuneError(f"{path}: every adapter needs study, hub, mix and lora")
-    names = [str(data["base"].get("study", BASE))] + [str(a["study"]) for a in data["adapters"]]
-    if len(set(names)) != len(names):
-        raise FeynTuneError(f"{path}: a study model name appears twice")
-    return data
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path: str, mtime: float) -> Registry:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise FeynTuneError(f"cannot read the study registry {path}: {err}") from None
-    return Registry(_check(data, Path(path)))
+        return dataclasses.asdict(self.spec.throughput)
 
 
 def load(path: Path | None = None) -> Registry:
-    path = Path(path or REGISTRY_FILE)
-    try:
-        mtime = path.stat().st_mtime
-    except OSError as err:
-        raise FeynTuneError(f"cannot read the study registry {path}: {err}") from None
-    return _load_cached(str(path), mtime)
+    """The registry of a study file (default: the reference study's)."""
+    return Registry(spec.load(path))
 
 
 def study_name_of(identity, registry: Registry | None = None) -> str | None:
     """The study model a measured row is, from its identity: the registry's base model alone is
-    `Base`; that base with a LoRA variant and a mix is the adapter's name (`s3`, `s3_qkv`);
-    a commercial model whose name the study rated (ChatGPT-4) keeps it. Local stand-ins are
-    named by `feyntune reproduce` (harness.study.marker), not here."""
+    `Base`; that base with one of the study's adapters (by hub id or folder name, or by the set
+    and LoRA variant its run recorded) is the adapter's name (`s3`, `s3_qkv`); a commercial
+    model whose name the study rated (ChatGPT-4) keeps it. Runs made by `feyntune reproduce` or
+    `feyntune study run` carry their name in their marker (harness.runs.marker) instead."""
     registry = registry or load()
     if identity.is_api:
         return registry.name_of(identity.model or "", commercial_only=True)
@@ -140,5 +129,18 @@ def study_name_of(identity, registry: Registry | None = None) -> str | None:
         return None
     if not identity.adapter:
         return registry.base.study
-    model = registry.adapter_for(identity.mix, identity.lora)
+    model = registry.adapter_named(identity.adapter) or registry.adapter_for(identity.mix,
+                                                                              identity.lora)
     return model.study if model else None
+
+
+def with_study_facts(identity, registry: Registry):
+    """A run's identity with the set and LoRA variant the study file states for its adapter,
+    when the run itself recorded neither (a published adapter evaluated by its hub id)."""
+    if identity.is_api or not identity.adapter or (identity.mix and identity.lora):
+        return identity
+    model = registry.adapter_named(identity.adapter)
+    if model is None:
+        return identity
+    return dataclasses.replace(identity, mix=identity.mix or model.mix,
+                               lora=identity.lora or model.lora)

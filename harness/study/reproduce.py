@@ -1,6 +1,6 @@
 """`feyntune reproduce`: the reference study's evaluation, in one command.
 
-Evaluates the study's base model and its published adapters (harness/study/study.yaml; default all 20)
+Evaluates the study's base model and its published adapters (studies/reference.yaml; default all 20)
 on the published test split with the published settings: each adapter merged into the 16-bit base
 (`feyntune merge`), float16 weights, sampling at temperature 0.8 with at most 1024 new tokens,
 through lm-eval's `hepth_completion` task like `feyntune eval`. One run folder per model under
@@ -52,7 +52,7 @@ class Planned:
     is_base: bool
     out: Path                  # this model's run folder
     todo: tuple[str, ...]      # subtasks still to run
-    marker: dict               # what the run stands for (harness.study.marker)
+    marker: dict               # what the run stands for (harness.runs.marker)
 
 
 # ---- planning ----------------------------------------------------------------------------------
@@ -150,7 +150,14 @@ def estimate_seconds(registry, documents: int, task: str, max_new_tokens: int,
                                          or speed["generation_tokens_per_second"])
 
 
-def _duration(seconds: float) -> str:
+def shown_path(path: Path) -> str:
+    """A file of this repository by its path in it (studies/reference.yaml), others as given."""
+    repo = Path(__file__).resolve().parents[2]
+    path = Path(path)
+    return str(path.relative_to(repo)) if path.is_relative_to(repo) else str(path)
+
+
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
@@ -176,13 +183,13 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
             state = "already done, skipped"
         lines.append(f"  {item.study:<8} {item.label:<16} {item.weights}  [{state}]")
     lines.append(
-        f"estimated GPU time: {_duration(sum(total.values()))} (perplexity "
-        f"{_duration(total[PPL_TASK])}, generation at most {_duration(total[GEN_TASK])}; merging "
+        f"estimated GPU time: {duration(sum(total.values()))} (perplexity "
+        f"{duration(total[PPL_TASK])}, generation at most {duration(total[GEN_TASK])}; merging "
         f"not counted). ASSUMED, not measured here: {speed['gpu']} figures for an 8B model at "
         f"batch 64 ({speed['perplexity_tokens']:,} tokens scored in {speed['perplexity_seconds']} "
         f"s with hf{'' if backend == 'hf' else ', taken for ' + backend + ' too'}; {gen_source}), "
         f"{speed['tokens_per_abstract']} tokens per abstract, every completion at the limit "
-        "(harness/study/study.yaml, throughput)")
+        f"({shown_path(registry.path)}, throughput)")
     return lines
 
 
@@ -190,9 +197,12 @@ def describe(registry, planned: list[Planned], documents: int, max_new_tokens: i
 
 def lm_eval_argv(weights: str, tasks: tuple[str, ...], out: Path, settings: dict,
                  max_new_tokens: int, metadata: dict, batch_size: str, limit: int | None,
-                 device: str | None, seed: int, engine: backends.Engine | None = None) -> list[str]:
+                 device: str | None, seed: int, engine: backends.Engine | None = None,
+                 adapter: str | None = None) -> list[str]:
+    """`adapter`: an unmerged adapter on the base `weights` (hf's peft=)."""
     engine = engine or backends.Engine("hf", settings["dtype"], seed)
-    argv = ["run", "--model", engine.backend, "--model_args", engine.model_args(weights),
+    model_args = engine.model_args(weights) + (f",peft={adapter}" if adapter else "")
+    argv = ["run", "--model", engine.backend, "--model_args", model_args,
             "--tasks", ",".join(tasks), "--batch_size", str(batch_size), "--log_samples",
             "--output_path", str(out), "--seed", str(seed), "--metadata", json.dumps(metadata)]
     if GEN_TASK in tasks:
@@ -267,6 +277,7 @@ class Options:
     max_new_tokens: int
     keep_merged: bool
     engine: backends.Engine | None = None
+    hub: str | None = None     # documents from a hub dataset ("NAME" or "NAME:SPLIT")
 
 
 def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, ...]:
@@ -282,21 +293,26 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, .
 
 def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     from harness.evaluate.command import run_lm_eval
-    from harness.study.marker import STUDY_METADATA
+    from harness.runs.marker import STUDY_METADATA
 
     weights = opts.base
-    folder = None
-    if not item.is_base:
+    folder = adapter = None
+    merge = not item.is_base and settings.get("merge", True)
+    if merge:
         print(f"    merging {item.weights} into {opts.base} ({settings['dtype']})", flush=True)
         folder = merged_model(item, opts.base, opts.work, settings["dtype"])
         weights = str(folder)
-    metadata = {STUDY_METADATA: {**item.marker, "merged": not item.is_base}}
+    elif not item.is_base:  # the study evaluates its adapters unmerged
+        adapter = str(local_adapter(item.weights))
+    metadata = {STUDY_METADATA: {**item.marker, "merged": merge}}
     if opts.data:
         metadata["hepth_data"] = str(user_path(opts.data))
+    elif opts.hub:
+        metadata["hepth_hub"] = opts.hub
     if opts.semscore_model:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
-                        opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine)
+                        opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine, adapter)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
     vllm = opts.engine is not None and opts.engine.backend == "vllm"
     code = run_in_own_process(argv) if vllm else run_lm_eval(argv)
@@ -442,8 +458,8 @@ def reproduce(args) -> int:
             print(f"[{number}/{len(todo)}] {item.study}: finished by another run meanwhile",
                   flush=True)
             continue
-        print(f"[{number}/{len(todo)}] {item.study}: done in {_duration(time.monotonic() - t0)}"
-              f"; about {_duration(left)} left at this pace", flush=True)
+        print(f"[{number}/{len(todo)}] {item.study}: done in {duration(time.monotonic() - t0)}"
+              f"; about {duration(left)} left at this pace", flush=True)
     skipped = len(planned) - len(todo)
     shared = f", {len(elsewhere)} left to another run" if elsewhere else ""
     print(f"reproduce: {len(todo) - len(failed) - len(elsewhere)} model(s) evaluated, {skipped} "
