@@ -113,7 +113,7 @@ class Prepared:
     train_texts: list
     validation_texts: list  # the abstracts each validation pass scores (eval_documents applied)
     resume_from: str | None
-    validation_split_size: int = 0  # abstracts in validation.jsonl
+    validation_split_size: int  # abstracts in validation.jsonl
 
 
 def _base_config(base: str):
