@@ -213,5 +213,5 @@ def document_seed(run_seed: int, doc_id: str) -> int:
     """The sampling seed of one document's completion: derived from the run's seed and the
     document's id, so that every document draws its own random stream (one seed for all would
     give every document the same noise) and a re-run repeats it whatever the batching."""
-    digest = hashlib.sha256(f"{int(run_seed)}\0{doc_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{int(run_seed)}\0{doc_id}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
