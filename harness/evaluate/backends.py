@@ -136,7 +136,8 @@ class Backend:
         return Engine(self.name, dtype, args.seed)
 
     def check_options(self, args) -> None:
-        """An option of another backend given with this one is an error, not ignored."""
+        """An option of another backend given with this one is an error, not ignored; this
+        backend's own options are checked for values it cannot use."""
         mine = {option.dest for option in self.options}
         for other in BACKENDS.values():
             for option in other.options:
@@ -221,16 +222,21 @@ class VLLM(Backend):
                                 "GPUs with CUDA_VISIBLE_DEVICES and --tensor-parallel")
         return []
 
+    def check_options(self, args) -> None:
+        super().check_options(args)
+        for option in ("tensor_parallel", "data_parallel"):
+            value = getattr(args, option, None)
+            if value is not None and value < 1:
+                raise FeynTuneError(f"--{option.replace('_', '-')} {value}: must be at least 1")
+        if getattr(args, "memory_share", None) is not None:
+            check_share_range(args.memory_share)
+
     def engine(self, args, dtype: str, base: str, max_new_tokens: int,
                abstracts: list[str] | None, check_memory: bool) -> Engine:
+        self.check_options(args)
         tensor = 1 if args.tensor_parallel is None else args.tensor_parallel
         data = 1 if args.data_parallel is None else args.data_parallel
-        for flag, value in (("--tensor-parallel", tensor), ("--data-parallel", data)):
-            if value < 1:
-                raise FeynTuneError(f"{flag} {value}: must be at least 1")
         share = args.memory_share
-        if share is not None:
-            check_share_range(share)
         if check_memory:  # the models run on this machine: what it has is known
             check_devices(tensor * data)
             share = default_memory_share() if share is None else share

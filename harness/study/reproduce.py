@@ -512,10 +512,10 @@ def reproduce(args) -> int:
     work = Path(args.work).expanduser()
     if not args.dry_run:
         check_before_work(base, todo)
-        if here and any(not item.is_base for item in todo):
-            fanout.writable_folder(work, "--work")  # not after the base model's evaluation
     engine = engine_for(args, settings["dtype"], base, max_new_tokens, check_memory=here) \
         if todo and not args.dry_run else None
+    if not args.dry_run and here and any(not item.is_base for item in todo):
+        fanout.writable_folder(work, "--work")  # now, not after the base model's evaluation
     opts = Options(base, runs_dir, work, args.data, args.semscore_model,
                    args.limit, batch_size, args.device, args.seed, max_new_tokens,
                    args.keep_merged, engine)
