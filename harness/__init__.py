@@ -17,7 +17,7 @@ only from ground/), never in a cycle; tests/test_import_graph.py checks it from 
                   identity.py (which model a run evaluated), labels.py (what each run is called)
     evaluate/     command.py (`feyntune eval`), documents.py, fresh_documents.py, metrics.py,
                   contamination.py + cutoffs.yaml (model training cut-offs against the documents),
-                  backends.py (lm-eval's hf and vllm models: availability, arguments, throughput),
+                  backends.py (lm-eval's hf and vllm models, one class each: all that differs),
                   preflight.py (a base model and its adapters checked before any work)
     review/       command.py (`feyntune review build|import`), blind_page.py, criteria.py,
                   rating_import.py, human_ratings.py (results/human_ratings.json), uncertainty.py

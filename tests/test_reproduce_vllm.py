@@ -89,6 +89,7 @@ def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
     assert set(rows) == {"Base", "s3", "s3_qkv"}
     assert rows["s3"]["lora"] == "LoRA-all" and rows["s3_qkv"]["lora"] == "LoRA-QKV"
     assert rows["s3"]["reported_ppl"] == "9.83"
+    assert {(r["backend"], r["dtype"]) for r in rows.values()} == {("vllm", "float32")}
 
 
 def _engine_tree(pid: int) -> list:
