@@ -155,13 +155,14 @@ def test_ctrl_c_ends_the_run_engine_and_shared_memory_in_one_line(smollm2_path, 
             time.sleep(0.2)
         assert run.poll() is None, log.read_text()[-3000:]
         assert any(_is_engine(p) for p in seen.values()), "no engine process within 300 s"
-        for _ in range(15):  # its message queues are set up within moments of its start
+        for _ in range(60):  # its message queues are set up within moments of its start
             tree = _engine_tree(run.pid)
             seen.update((p.pid, p) for p in tree)
             segments |= _segments(tree)
             if segments:
                 break
             time.sleep(1)
+        assert segments, "the engine mapped no shared memory within 60 s"
         os.killpg(run.pid, signal.SIGINT)
         run.wait(timeout=120)
     finally:

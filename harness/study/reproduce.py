@@ -354,16 +354,20 @@ def run_in_own_process(argv: list[str]) -> int:
     engine keeps what it reserved (by default 90% of the GPU's memory) until the process that
     made it ends, so the next model's engine in the same process would find no memory free.
 
-    The child runs in a process group of its own, so Ctrl-C reaches this process only: it then
-    ends the child and every engine process under it, and removes the shared-memory segments
-    they had mapped (a killed engine leaves its /dev/shm/psm_* behind), before the interrupt
-    goes on. Without that the child polled its dead engine forever and the run hung."""
-    import multiprocessing
+    The child is a fresh interpreter in a session of its own: Ctrl-C reaches this process only,
+    which then ends the child and every process under it (engine, workers, and the resource
+    tracker the child starts for itself, instead of sharing this process's) all at once and
+    removes the shared-memory segments they had mapped (a killed engine leaves its
+    /dev/shm/psm_* behind), before the interrupt goes on. Before, the child polled its dead
+    engine forever and the run hung."""
+    import subprocess
 
-    process = multiprocessing.get_context("spawn").Process(target=_lm_eval_and_exit, args=(argv,))
-    process.start()
+    code = ("import json, sys; from harness.study.reproduce import _lm_eval_and_exit; "
+            "_lm_eval_and_exit(json.loads(sys.argv[1]))")
+    process = subprocess.Popen([sys.executable, "-c", code, json.dumps(argv)],
+                               start_new_session=True)
     try:
-        process.join()
+        return process.wait()
     except BaseException:
         import psutil
 
@@ -372,18 +376,16 @@ def run_in_own_process(argv: list[str]) -> int:
             tree += tree[0].children(recursive=True)
         except psutil.NoSuchProcess:
             tree = []
-        end_processes(tree, grace_seconds=10.0)
-        process.join()
+        # all at once and without a word: ended one by one, an engine reports its workers'
+        # deaths as tracebacks; lm-eval's unfinished work is lost either way
+        end_processes(tree, grace_seconds=10.0, at_once=True)
+        process.wait()
         raise
-    return process.exitcode
 
 
 def _lm_eval_and_exit(argv: list[str]) -> None:
-    import os
-
     from harness.evaluate.command import run_lm_eval
 
-    os.setpgid(0, 0)  # the terminal's Ctrl-C goes to the parent, which ends this tree in order
     try:
         code = run_lm_eval(argv)
     finally:
@@ -399,9 +401,13 @@ def end_child_processes(grace_seconds: float = 30.0) -> None:
     end_processes(psutil.Process().children(recursive=True), grace_seconds)
 
 
+# Python's SharedMemory segments (vLLM's message queues) and named semaphores (multiprocessing).
+SHARED_MEMORY_PREFIXES = ("/dev/shm/psm_", "/dev/shm/sem.")
+
+
 def shared_memory_of(processes: list) -> set[Path]:
-    """The POSIX shared-memory segments (/dev/shm/psm_*, Python's SharedMemory, which vLLM's
-    message queues use) that these processes have mapped."""
+    """The POSIX shared-memory segments and named semaphores in /dev/shm that these processes
+    have mapped."""
     import psutil
 
     segments = set()
@@ -410,22 +416,33 @@ def shared_memory_of(processes: list) -> set[Path]:
             maps = process.memory_maps(grouped=True)
         except (psutil.Error, OSError):
             continue
-        segments.update(Path(m.path) for m in maps if m.path.startswith("/dev/shm/psm_"))
+        segments.update(Path(m.path) for m in maps if m.path.startswith(SHARED_MEMORY_PREFIXES))
     return segments
 
 
-def end_processes(processes: list, grace_seconds: float) -> None:
+def end_processes(processes: list, grace_seconds: float, at_once: bool = False) -> None:
     """Terminate these processes, kill what outlives `grace_seconds`, then remove the
     shared-memory segments they had mapped and left behind (theirs alone: read from their own
-    memory maps, never by name)."""
+    memory maps, never by name; not one this process maps too). `at_once`: stop them all, then
+    kill them all, so that none sees another die (nothing of theirs is left to save)."""
+    import signal
+
     import psutil
 
-    segments = shared_memory_of(processes)
-    for process in processes:
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
+    segments = shared_memory_of(processes) - shared_memory_of([psutil.Process()])
+    if at_once:
+        for wanted in (signal.SIGSTOP, signal.SIGKILL):
+            for process in processes:
+                try:
+                    process.send_signal(wanted)
+                except psutil.NoSuchProcess:
+                    pass
+    else:
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                pass
     _, alive = psutil.wait_procs(processes, timeout=grace_seconds)
     for process in alive:
         try:
