@@ -153,7 +153,8 @@ class Backend:
         """New tokens/s the estimate assumes, and where that figure comes from
         (harness/study/study.yaml, throughput)."""
         hf = float(registry.throughput["generation_tokens_per_second"])
-        return hf, f"{hf:g} new tokens/s with hf"
+        taken = "" if self.name == "hf" else f", taken for {self.name} too (not measured)"
+        return hf, f"{hf:g} new tokens/s with hf{taken}"
 
 
 class HF(Backend):
