@@ -16,7 +16,7 @@ only from ground/), never in a cycle; tests/test_import_graph.py checks it from 
                   marker.py (what a study run's results stand for, kept in lm-eval's metadata)
     evaluate/     command.py (`feyntune eval`), documents.py, fresh_documents.py, metrics.py,
                   contamination.py + cutoffs.yaml (model training cut-offs against the documents),
-                  backends.py (lm-eval's hf and vllm models: availability, arguments, throughput),
+                  backends.py (lm-eval's hf and vllm models, one class each: all that differs),
                   preflight.py (a base model and its adapters checked before any work)
     study/        spec.py (a study file, e.g. studies/reference.yaml, read and checked),
                   registry.py (a study's models and published figures), jobs.py (a study's work

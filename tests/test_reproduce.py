@@ -178,6 +178,11 @@ def test_reproduce_offline_then_leaderboard_compares(sequential, smollm2_path, t
     assert board["s3"]["lora"] == "LoRA-all" and board["s3"]["mix"] == "s3"
     assert board["s3_qkv"]["lora"] == "LoRA-QKV"
     assert board["s3"]["model"] == f"{smollm2_path.name} + LoRA-all s3"
+    # which engine and precision, and how far from the published setting
+    assert {(r["backend"], r["dtype"]) for r in board.values()} == {("hf", "float32")}
+    assert board["s3"]["reported_caveat"] == (
+        f"base {smollm2_path.name}, not meta-llama/Llama-3.1-8B; 3 of the 15,808 published "
+        "documents; float32, not float16")
 
     base_ppl = _ppl_by_doc(runs / "Base")
     registry = study.load()
@@ -203,7 +208,8 @@ def test_reproduce_offline_then_leaderboard_compares(sequential, smollm2_path, t
         assert mine != base_ppl  # the adapters changed the model
     md = (out_dir / "leaderboard.md").read_text()
     assert "## Measured beside reported" in md and "## Change against the base model" in md
-    assert "| 9.83 |" in md
+    assert "| 9.83 |" in md and "**Caveat**" in md
+    assert f"Regenerate with `feyntune leaderboard --runs {runs} --out {out_dir}`." in md
     html = (out_dir / "index.html").read_text()
     assert "Reported PPL" in html and "PPL change vs base" in html
 

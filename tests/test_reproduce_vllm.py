@@ -19,6 +19,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import psutil
 import pytest
@@ -85,3 +90,93 @@ def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
     assert set(rows) == {"Base", "s3"}
     assert rows["s3"]["lora"] == "LoRA-all"
     assert rows["s3"]["reported_ppl"] == "9.83"
+    assert {(r["backend"], r["dtype"]) for r in rows.values()} == {("vllm", "float32")}
+
+
+def _engine_tree(pid: int) -> list:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _is_engine(process) -> bool:
+    try:
+        return any("VLLM" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _segments(processes) -> set[str]:
+    """/dev/shm/psm_* segments (vLLM's shared-memory message queues) these processes map."""
+    found = set()
+    for process in processes:
+        try:
+            found.update(m.path for m in process.memory_maps() if "/psm_" in m.path)
+        except psutil.Error:
+            pass
+    return found
+
+
+def _alive(process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_the_run_engine_and_shared_memory_in_one_line(smollm2_path, tmp_path):
+    """Ctrl-C during `reproduce --backend vllm`, as a terminal sends it (SIGINT to the
+    foreground process group) once the engine process exists: one line, no process of the run
+    left, no shared-memory segment it had mapped left in /dev/shm, the model's claim released
+    so that the next run evaluates it. (Before, the lm-eval child polled its dead engine and
+    the run hung until a second Ctrl-C.)"""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "2401.00001", "abstract": "We study branes. " * 20}) + "\n")
+    runs = tmp_path / "runs"
+    argv = [sys.executable, "-m", "harness.cli", "reproduce", "--base", str(smollm2_path),
+            "--models", "Base", "--backend", "vllm", "--memory-share", "0.05", "--data",
+            str(docs), "--limit", "1", "--tasks", "perplexity", "--dtype", "float32",
+            "--runs", str(runs), "--work", str(tmp_path / "work")]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:  # a file: a pipe left unread could block the run
+        run = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr,
+                               start_new_session=True)
+    seen: dict[int, psutil.Process] = {}
+    segments: set[str] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and run.poll() is None:
+            tree = _engine_tree(run.pid)
+            seen.update((p.pid, p) for p in tree)
+            segments |= _segments(tree)
+            if any(_is_engine(p) for p in tree):
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, log.read_text()[-3000:]
+        assert any(_is_engine(p) for p in seen.values()), "no engine process within 300 s"
+        for _ in range(60):  # its message queues are set up within moments of its start
+            tree = _engine_tree(run.pid)
+            seen.update((p.pid, p) for p in tree)
+            segments |= _segments(tree)
+            if segments:
+                break
+            time.sleep(1)
+        assert segments, "the engine mapped no shared memory within 60 s"
+        os.killpg(run.pid, signal.SIGINT)
+        run.wait(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    err = log.read_text()
+    assert run.returncode == 130, err[-3000:]
+    assert err.rstrip().endswith("feyntune reproduce: interrupted"), err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    left = [p for p in seen.values() if _alive(p)]
+    assert not left, [p.cmdline() for p in left if _alive(p)]
+    assert not [path for path in segments if os.path.exists(path)], segments
+    assert not (runs / "Base" / ".feyntune-claim").exists()
+    done = subprocess.run([*argv, "--dry-run"], capture_output=True, text=True, check=True)
+    assert "[to run: ppl]" in done.stdout

@@ -150,6 +150,10 @@ def test_sampled_generation_is_reproducible_for_a_seed(both):
     greedy = _by_id(both["vllm"]["greedy"]["hepth_completion_gen"])
     assert {k: r["resps"] for k, r in first.items()} == {k: r["resps"] for k, r in second.items()}
     assert any(first[k]["resps"] != greedy[k]["resps"] for k in first)  # it did sample
+    # each document draws its own random stream (one seed for every request made all the
+    # completions of a run open alike: "Several variations of...")
+    openings = {" ".join(r["resps"].split()[:3]) for r in first.values()}
+    assert len(openings) == len(first), openings
 
 
 # ---- set-up and settings, without an engine ----------------------------------------------------

@@ -121,15 +121,17 @@ def lm_eval_run(argv: list[str]):
 
 def check_run_arguments(args) -> None:
     """One clear line, before lm-eval loads any model, for the ordinary mistakes it would
-    otherwise report as a long traceback: vLLM not installed for `--model vllm`, a model or
-    adapter folder that does not exist, a value
-    that is neither a folder nor a hub id, and a --limit that selects no document."""
+    otherwise report as a long traceback: a backend that is not installed (one line saying what
+    to install) or whose settings cannot work here (vLLM's memory share: the same safe default
+    on a CPU as `feyntune reproduce`), a model or adapter folder that does not exist, a value
+    that is neither a folder nor a hub id, a --limit that selects no document, and documents
+    that cannot be read (found now, not after a model or an engine of minutes has loaded)."""
     import math
 
-    from harness.evaluate.backends import require
+    from harness.evaluate import backends
 
-    if getattr(args, "model", None) == "vllm":
-        require("vllm")  # not installed: one line saying what to install
+    if getattr(args, "model", None) in backends.BACKENDS:
+        backends.get(args.model).check_eval_args(args)
     limit = getattr(args, "limit", None)
     if limit is not None and not (math.isfinite(limit) and limit > 0):
         raise FeynTuneError(f"--limit {limit:g}: must be a positive number of documents per "
@@ -144,6 +146,19 @@ def check_run_arguments(args) -> None:
             problem = _model_path_problem(str(value), adapter, local_only=name == "lora_local_path")
             if problem:
                 raise FeynTuneError(f"--model_args {name}={value}: {problem}")
+    _check_documents(args)
+
+
+def _check_documents(args) -> None:
+    """The hep-th documents of the standard tasks load (the fresh tasks check their own)."""
+    tasks = getattr(args, "tasks", None) or []
+    standard = {"hepth_completion", subtasks.PPL_TASK, subtasks.GEN_TASK}
+    if not any(task in standard for task in tasks):
+        return
+    from harness.evaluate.documents import load_documents
+
+    metadata = getattr(args, "metadata", None)
+    load_documents((metadata if isinstance(metadata, dict) else {}).get("hepth_data"))
 
 
 def _model_path_problem(value: str, adapter: bool, local_only: bool) -> str | None:

@@ -17,6 +17,7 @@ else from `harness.ground.abstracts.split_prompt`. Abstracts are cleaned with `c
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -206,3 +207,11 @@ def perplexity_dataset(metadata: dict, docs: Documents | None = None):
         print(f"feyntune: skipped {len(docs.docs) - len(rows)} abstracts with no token to score",
               file=sys.stderr)
     return _dataset_dict(rows)
+
+
+def document_seed(run_seed: int, doc_id: str) -> int:
+    """The sampling seed of one document's completion: derived from the run's seed and the
+    document's id, so that every document draws its own random stream (one seed for all would
+    give every document the same noise) and a re-run repeats it whatever the batching."""
+    digest = hashlib.sha256(f"{int(run_seed)}\0{doc_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

@@ -27,6 +27,28 @@ class Built:
     notes: list[str]
 
 
+def command_line(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
+                 judge_ratings: Path | None = None) -> str:
+    """The `feyntune leaderboard` command that regenerates these files: the one that was run
+    (paths inside the current folder relative to it, so a committed footer names no home)."""
+    import os
+    import shlex
+
+    def shown(path: Path) -> str:
+        absolute = Path(path).absolute()
+        try:
+            return os.path.relpath(absolute) if absolute.is_relative_to(Path.cwd()) else str(path)
+        except ValueError:
+            return str(path)
+
+    argv = ["feyntune", "leaderboard", "--runs", shown(runs_dir), "--out", shown(out_dir)]
+    if ratings is not None:
+        argv += ["--ratings", shown(ratings)]
+    if judge_ratings is not None:
+        argv += ["--judge-ratings", shown(judge_ratings)]
+    return shlex.join(argv)
+
+
 def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
           reported_file: Path | None = None, judge_ratings: Path | None = None) -> Built:
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
@@ -78,7 +100,9 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     (out_dir / "leaderboard.csv").write_text(render.to_csv(measured_rows, reported_rows),
                                              encoding="utf-8", newline="")
     (out_dir / "leaderboard.md").write_text(
-        render.to_markdown(measured_rows, reported_rows, notes, skips, source), encoding="utf-8")
+        render.to_markdown(measured_rows, reported_rows, notes, skips, source,
+                           command_line(runs_dir, out_dir, ratings, judge_ratings)),
+        encoding="utf-8")
     (out_dir / "index.html").write_text(
         page.to_html(measured_rows, reported_rows, scan.runs, labels, pngs, notes, skips, source),
         encoding="utf-8")

@@ -42,6 +42,27 @@ def beside_reported(row: dict, reported_ppl: float | None) -> None:
         row["reported_in_ci"] = "yes" if low <= reported_ppl <= high else "no"
 
 
+def caveat(row: dict, registry) -> str | None:
+    """How a measured row differs from the setting of the published figures, or None: another
+    base model, fewer documents, another dtype. Such a row sits beside the published figure
+    only as a pointer."""
+    from harness.ground.names import short_name
+
+    problems = []
+    base = registry.base.hub
+    measured_base = row.get("base_model")
+    if measured_base and short_name(str(measured_base)).lower() != short_name(base).lower():
+        problems.append(f"base {measured_base}, not {base}")
+    published = int(registry.documents["count"])
+    documents = row.get("documents")
+    if isinstance(documents, int) and documents < published:
+        problems.append(f"{documents:,} of the {published:,} published documents")
+    dtype = registry.settings.get("dtype")
+    if row.get("dtype") and dtype and row["dtype"] != dtype:
+        problems.append(f"{row['dtype']}, not {dtype}")
+    return "; ".join(problems) or None
+
+
 def change_verdict(ci_low: float, ci_high: float) -> str:
     """What a perplexity change's 95% interval shows: "lower" when it lies wholly below zero
     (the adapter beats its base model), "higher" wholly above, else "not shown"."""
@@ -112,6 +133,8 @@ def compare_measured(measured: list[dict], runs: list[Run], labels: dict[str, st
                 reported = None
                 run.notes.append(f"study model {study!r} is not in the registry")
             beside_reported(row, reported)
+            if reported is not None:
+                row["reported_caveat"] = caveat(row, registry)
         against_base(row, run, runs, labels)
 
 

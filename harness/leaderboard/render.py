@@ -180,6 +180,8 @@ _MD_MEASURED = [
     ("Human", _human_cell),
     ("Judge [95% CI]", _judge_cell),
     ("API cost (route; tokens)", _api_cost_cell),
+    _column("backend"),
+    _column("dtype"),
     _column("date"),
     _column("temperature"),
     _column("max_tokens"),
@@ -208,6 +210,7 @@ _MD_BESIDE = [
     ("Measured PPL [95% CI]", _ppl_cell),
     ("Measured - reported", _signed("ppl_minus_reported")),
     ("Reported inside CI", _plain("reported_in_ci")),
+    _column("reported_caveat"),
 ]
 # Adapters against their base model on the same documents.
 _MD_CHANGE = [
@@ -228,7 +231,9 @@ def _md_table(rows: list[dict], spec) -> list[str]:
 
 
 def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
-                skips: list[tuple[str, str]], reported_source: str) -> str:
+                skips: list[tuple[str, str]], reported_source: str,
+                command: str = "feyntune leaderboard --runs results/runs --out results") -> str:
+    """leaderboard.md; `command`: the command that made it, for the footer."""
     lines = ["# hep-th abstract completion leaderboard", ""]
     lines += [("Measured with the `hepth_completion` lm-eval task. PPL: token perplexity of the "
                "whole abstract, arithmetic mean over abstracts, with the standard deviation of "
@@ -256,6 +261,11 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
                   ("Models of the reference study measured here: the published perplexity, the "
                    "measured one with its 95% bootstrap interval, their difference, and whether "
                    "the published figure lies inside that interval."), ""]
+        if any(row.get("reported_caveat") for row in beside):
+            lines += [("**Caveat**: rows with an entry under Caveat were not measured in the "
+                       "published setting (another base model, fewer documents or another "
+                       "dtype); their difference from the published figure says little about "
+                       "the reproduction."), ""]
         lines += _md_table(beside, _MD_BESIDE)
     changed = [row for row in measured if row.get("ppl_change_vs_base") is not None]
     if changed:
@@ -273,5 +283,5 @@ def to_markdown(measured: list[dict], reported: list[dict], notes: list[str],
     if skips:
         lines += ["", "## Skipped files", ""] + [f"- {_md_code(str(path))}: {_md_cell(why)}"
                                                     for path, why in skips]
-    lines += ["", "Regenerate with `feyntune leaderboard --runs results/runs --out results`.", ""]
+    lines += ["", f"Regenerate with `{command}`.", ""]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.ground.subtasks import GEN_TASK, GEN_TASKS, TASKS, per_document_metrics
-from harness.runs.identity import ModelIdentity, identify
+from harness.runs.identity import ModelIdentity, identify, parse_model_args
 from harness.runs.marker import study_marker
 
 RESULTS_PREFIX = "results_"
@@ -158,6 +158,7 @@ def _settings(results: dict) -> dict:
     gen_kwargs = gen_kwargs if isinstance(gen_kwargs, dict) else {}
     settings = {
         "model_class": config.get("model"),
+        "dtype": parse_model_args(config.get("model_args")).get("dtype"),
         "temperature": _float(gen_kwargs.get("temperature")) if gen_kwargs.get(
             "do_sample", True) else 0.0,
         "max_gen_toks": _float(gen_kwargs.get("max_gen_toks")),

@@ -42,6 +42,8 @@ TASK_CHOICES = {"both": (PPL_TASK, GEN_TASK), "perplexity": (PPL_TASK,),
 DEFAULT_RUNS = f"{RUNS_DIR}/reproduce"
 # Written into each merged folder: it was made by this command and may be removed by it.
 MERGED_MARKER = ".feyntune-reproduce.json"
+# What a marker written before a key existed stands for.
+OLD_MARKER_DEFAULTS = {"backend": "hf"}
 
 
 @dataclass
@@ -58,11 +60,13 @@ class Planned:
 # ---- planning ----------------------------------------------------------------------------------
 
 def select_models(registry, names: str | None) -> list:
-    """The base model plus the chosen adapters ("all", or a comma list of study names)."""
+    """The base model plus the chosen adapters ("all", or a comma list of study names in any
+    case, as the registry matches them everywhere else)."""
     if not names or names.strip().lower() == "all":
         return registry.models
     wanted = [n.strip() for n in names.split(",") if n.strip()]
-    chosen = [registry.model(name) for name in wanted]  # FeynTuneError for an unknown name
+    # FeynTuneError for an unknown name
+    chosen = [registry.model(registry.name_of(name) or name) for name in wanted]
     base = registry.base
     return [base] + [m for m in registry.adapters if m in chosen]
 
@@ -91,27 +95,45 @@ def finished_tasks(out: Path, marker: dict, since: float | None = None) -> set[s
     done = set()
     for run in lmeval_outputs.scan(out, since=since).runs:
         recorded = run.study
-        # runs recorded before there was a choice of backend were made with hf
-        if recorded and all(recorded.get(key, "hf" if key == "backend" else None) == value
+        # runs recorded before there was a choice of backend were made with hf; a key that an
+        # older marker lacks (seed, SemScore model, adapter digest) is unknown there, so such a
+        # run counts only where this run's value is unset too
+        if recorded and all(recorded.get(key, OLD_MARKER_DEFAULTS.get(key)) == value
                             for key, value in marker.items()):
             done.update(run.samples)
     return done
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
+def parse_overrides(pairs: list[str], registry=None, models: list | None = None) -> dict[str, str]:
+    """--adapter NAME=PATH pairs by study name. With the registry and the selected models, a
+    name that is no study adapter, or one not selected, is an error: it would be ignored."""
     overrides = {}
     for pair in pairs or []:
         name, sep, path = pair.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise FeynTuneError(f"--adapter {pair!r}: expected NAME=PATH (e.g. s3=/models/s3)")
-        overrides[name.strip()] = path.strip()
+        name = name.strip()
+        if registry is not None:
+            model = registry.model(registry.name_of(name) or name)
+            if model.is_base:
+                raise FeynTuneError(f"--adapter {pair}: {model.study} is the base model; "
+                                    "give its folder with --base")
+            if models is not None and model not in models:
+                raise FeynTuneError(f"--adapter {pair}: {model.study} is not among the models "
+                                    "of this run (add it to --models)")
+            name = model.study
+        overrides[name] = path.strip()
     return overrides
 
 
 def plan(models: list, base: str, adapters_dir: Path | None, overrides: dict,
          runs_dir: Path, tasks: tuple[str, ...], run_settings: dict) -> list[Planned]:
-    """Each model's run; `run_settings` (dtype, limit, max_new_tokens, data) go into its marker,
-    so that a finished run with other settings is not taken for this one."""
+    """Each model's run; `run_settings` (dtype, limit, max_new_tokens, data, backend, seed,
+    SemScore model) go into its marker, with the adapter's content (a local adapter's sha256:
+    one retrained in the same folder is another adapter), so that a finished run with other
+    settings or weights is not taken for this one."""
+    from harness.runs.marker import adapter_digest
+
     planned = []
     for model in models:
         weights = base if model.is_base else adapter_source(model, adapters_dir, overrides)
@@ -120,6 +142,7 @@ def plan(models: list, base: str, adapters_dir: Path | None, overrides: dict,
         out = runs_dir / model.study
         label = "base model" if model.is_base else f"{model.lora} {model.mix}"
         marker = {"study": model.study, "base": base, "adapter": None if model.is_base else weights,
+                  "adapter_sha256": None if model.is_base else adapter_digest(weights),
                   "mix": model.mix, "lora": model.lora, **run_settings}
         done = finished_tasks(out, marker)
         planned.append(Planned(model.study, label, weights, model.is_base, out,
@@ -209,9 +232,7 @@ def lm_eval_argv(weights: str, tasks: tuple[str, ...], out: Path, settings: dict
         argv += ["--gen_kwargs", engine.gen_kwargs(settings["temperature"], max_new_tokens)]
     if limit:
         argv += ["--limit", str(limit)]
-    if device and engine.backend == "hf":  # vLLM picks its device itself (lm-eval drops it)
-        argv += ["--device", device]
-    return argv
+    return argv + engine.kind.device_argv(device)
 
 
 def local_adapter(source: str) -> Path:
@@ -228,15 +249,22 @@ def local_adapter(source: str) -> Path:
         raise FeynTuneError(f"cannot get adapter {source}: {first}") from None
 
 
+def merged_folder(item: Planned, work: Path) -> Path:
+    """Where a model's merge goes. One folder per run folder: its owner is whoever holds the
+    run folder's claim, so two runs of one model for different --runs never write one merge at
+    once."""
+    digest = hashlib.sha256(str(item.out.resolve()).encode("utf-8")).hexdigest()[:8]
+    return work / f"{item.study}-{digest}"
+
+
 def merged_model(item: Planned, base: str, work: Path, dtype: str) -> Path:
-    """The adapter merged into the base (reused when an earlier run of this command made it).
-    One folder per run folder: its owner is whoever holds the run folder's claim, so two runs
-    of one model for different --runs never write one merge at once."""
+    """The adapter merged into the base (reused when an earlier run of this command made it
+    from the same adapter content)."""
     from finetune.merge import merge_adapter
 
-    digest = hashlib.sha256(str(item.out.resolve()).encode("utf-8")).hexdigest()[:8]
-    folder = work / f"{item.study}-{digest}"
+    folder = merged_folder(item, work)
     marker = folder / MERGED_MARKER
+    content = item.marker.get("adapter_sha256")
     if folder.exists():
         if not marker.is_file():
             raise FeynTuneError(f"{folder} exists and was not written by `feyntune reproduce`; "
@@ -247,11 +275,13 @@ def merged_model(item: Planned, base: str, work: Path, dtype: str) -> Path:
             raise FeynTuneError(f"{marker} is damaged ({err}); remove {folder} and run again") \
                 from None
         if state.get("complete") and state.get("dtype") == dtype and state.get("base") == base \
-                and state.get("adapter") == item.weights:
+                and state.get("adapter") == item.weights \
+                and state.get("adapter_sha256") == content:
             return folder
         shutil.rmtree(folder)  # an interrupted or different merge of ours
     folder.mkdir(parents=True)
-    record = {"base": base, "adapter": item.weights, "dtype": dtype, "complete": False}
+    record = {"base": base, "adapter": item.weights, "adapter_sha256": content, "dtype": dtype,
+              "complete": False}
     marker.write_text(json.dumps(record), encoding="utf-8")
     merge_adapter(base, local_adapter(item.weights), folder, dtype=dtype)
     marker.write_text(json.dumps({**record, "complete": True}), encoding="utf-8")
@@ -292,16 +322,30 @@ def evaluate_model(item: Planned, opts: Options, settings: dict) -> tuple[str, .
 
 
 def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
+    merges = not item.is_base and settings.get("merge", True)
+    folder = merged_folder(item, opts.work) if merges else None
+    try:
+        _merge_and_run(item, opts, settings)
+    except Exception:
+        # a failed model leaves no merged copy behind (16 GB at 8B) unless asked to; an
+        # interrupted one keeps a complete merge for the next run to reuse
+        if folder is not None and not opts.keep_merged:
+            remove_merged(folder)
+        raise
+    if folder is not None and not opts.keep_merged:
+        remove_merged(folder)
+
+
+def _merge_and_run(item: Planned, opts: Options, settings: dict) -> None:
     from harness.evaluate.command import run_lm_eval
     from harness.runs.marker import STUDY_METADATA
 
     weights = opts.base
-    folder = adapter = None
+    adapter = None
     merge = not item.is_base and settings.get("merge", True)
-    if merge:
+    if merge:  # merged now, just before its evaluation: never ahead of it
         print(f"    merging {item.weights} into {opts.base} ({settings['dtype']})", flush=True)
-        folder = merged_model(item, opts.base, opts.work, settings["dtype"])
-        weights = str(folder)
+        weights = str(merged_model(item, opts.base, opts.work, settings["dtype"]))
     elif not item.is_base:  # the study evaluates its adapters unmerged
         adapter = str(local_adapter(item.weights))
     metadata = {STUDY_METADATA: {**item.marker, "merged": merge}}
@@ -314,27 +358,47 @@ def _evaluate(item: Planned, opts: Options, settings: dict) -> None:
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
                         opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine, adapter)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
-    vllm = opts.engine is not None and opts.engine.backend == "vllm"
-    code = run_in_own_process(argv) if vllm else run_lm_eval(argv)
+    own = opts.engine is not None and opts.engine.kind.own_process
+    code = run_in_own_process(argv) if own else run_lm_eval(argv)
     if code != 0:
         raise FeynTuneError(f"lm-eval exited with {code}")
     missing = set(item.todo) - finished_tasks(item.out, item.marker, since=started)
     if missing:
         raise FeynTuneError(f"lm-eval wrote no complete samples for {', '.join(sorted(missing))}")
-    if folder is not None and not opts.keep_merged:
-        remove_merged(folder)
 
 
 def run_in_own_process(argv: list[str]) -> int:
     """lm-eval in a child process, for vLLM: lm-eval never shuts its vLLM engine down, and the
     engine keeps what it reserved (by default 90% of the GPU's memory) until the process that
-    made it ends, so the next model's engine in the same process would find no memory free."""
-    import multiprocessing
+    made it ends, so the next model's engine in the same process would find no memory free.
 
-    process = multiprocessing.get_context("spawn").Process(target=_lm_eval_and_exit, args=(argv,))
-    process.start()
-    process.join()
-    return process.exitcode
+    The child is a fresh interpreter in a session of its own: Ctrl-C reaches this process only,
+    which then ends the child and every process under it (engine, workers, and the resource
+    tracker the child starts for itself, instead of sharing this process's) all at once and
+    removes the shared-memory segments they had mapped (a killed engine leaves its
+    /dev/shm/psm_* behind), before the interrupt goes on. Before, the child polled its dead
+    engine forever and the run hung."""
+    import subprocess
+
+    code = ("import json, sys; from harness.study.reproduce import _lm_eval_and_exit; "
+            "_lm_eval_and_exit(json.loads(sys.argv[1]))")
+    process = subprocess.Popen([sys.executable, "-c", code, json.dumps(argv)],
+                               start_new_session=True)
+    try:
+        return process.wait()
+    except BaseException:
+        import psutil
+
+        try:
+            tree = [psutil.Process(process.pid)]
+            tree += tree[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
+        # all at once and without a word: ended one by one, an engine reports its workers'
+        # deaths as tracebacks; lm-eval's unfinished work is lost either way
+        end_processes(tree, grace_seconds=10.0, at_once=True)
+        process.wait()
+        raise
 
 
 def _lm_eval_and_exit(argv: list[str]) -> None:
@@ -352,12 +416,60 @@ def end_child_processes(grace_seconds: float = 30.0) -> None:
     spawned process waits at its exit for its children, and these never end by themselves."""
     import psutil
 
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=grace_seconds)
-    for child in alive:
-        child.kill()
+    end_processes(psutil.Process().children(recursive=True), grace_seconds)
+
+
+# Python's SharedMemory segments (vLLM's message queues) and named semaphores (multiprocessing).
+SHARED_MEMORY_PREFIXES = ("/dev/shm/psm_", "/dev/shm/sem.")
+
+
+def shared_memory_of(processes: list) -> set[Path]:
+    """The POSIX shared-memory segments and named semaphores in /dev/shm that these processes
+    have mapped."""
+    import psutil
+
+    segments = set()
+    for process in processes:
+        try:
+            maps = process.memory_maps(grouped=True)
+        except (psutil.Error, OSError):
+            continue
+        segments.update(Path(m.path) for m in maps if m.path.startswith(SHARED_MEMORY_PREFIXES))
+    return segments
+
+
+def end_processes(processes: list, grace_seconds: float, at_once: bool = False) -> None:
+    """Terminate these processes, kill what outlives `grace_seconds`, then remove the
+    shared-memory segments they had mapped and left behind (theirs alone: read from their own
+    memory maps, never by name; not one this process maps too). `at_once`: stop them all, then
+    kill them all, so that none sees another die (nothing of theirs is left to save)."""
+    import signal
+
+    import psutil
+
+    segments = shared_memory_of(processes) - shared_memory_of([psutil.Process()])
+    if at_once:
+        for wanted in (signal.SIGSTOP, signal.SIGKILL):
+            for process in processes:
+                try:
+                    process.send_signal(wanted)
+                except psutil.NoSuchProcess:
+                    pass
+    else:
+        for process in processes:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                pass
+    _, alive = psutil.wait_procs(processes, timeout=grace_seconds)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_seconds)
+    for segment in segments:
+        segment.unlink(missing_ok=True)
 
 
 def check_before_work(base: str, todo: list[Planned]) -> None:
@@ -371,24 +483,33 @@ def check_before_work(base: str, todo: list[Planned]) -> None:
 
 def engine_for(args, dtype: str, base: str, max_new_tokens: int,
                check_memory: bool = True) -> backends.Engine:
-    """The chosen backend's settings, from the study's and the documents'; for vLLM the memory
-    share is checked against what is free on this machine (`check_memory`: the models run here).
-    Otherwise a share not given is left to lm-eval's default on the machine that runs them."""
-    if args.backend != "vllm":
-        return backends.Engine("hf", dtype, args.seed)
-    share = args.memory_share
-    if check_memory:
-        share = share or backends.default_memory_share()
-        backends.check_memory_share(share)
+    """The chosen backend's settings, from the study's and the documents' (the backend class
+    decides what it needs: harness/evaluate/backends.py); `check_memory`: the models run on this
+    machine, so its memory and devices can be checked now."""
+    backend = backends.get(args.backend)
     abstracts = None
-    if args.data:
+    if args.data and backend.name != "hf":  # hf needs no context length
         from harness.evaluate.documents import load_documents
 
         docs = load_documents(args.data).docs
         abstracts = [doc["abstract"] for doc in (docs[:args.limit] if args.limit else docs)]
-    return backends.Engine("vllm", dtype, args.seed,
-                           backends.max_model_len(base, abstracts, max_new_tokens),
-                           share, args.tensor_parallel, args.data_parallel)
+    return backend.engine(args, dtype, base, max_new_tokens, abstracts, check_memory)
+
+
+def check_arguments(args) -> str:
+    """Values the run would otherwise substitute, ignore or fail on after work began, each
+    one line before anything runs; returns the batch size lm-eval gets."""
+    backend = backends.get(args.backend)
+    if args.limit is not None and args.limit < 1:
+        raise FeynTuneError("--limit must be at least 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise FeynTuneError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
+    backend.check_options(args)
+    backend.device_argv(args.device)
+    batch_size, note = backend.batch_size(args.batch_size, args.device)
+    if note:
+        print(f"reproduce: {note}", flush=True)
+    return batch_size
 
 
 def reproduce(args) -> int:
@@ -398,35 +519,40 @@ def reproduce(args) -> int:
     settings = dict(registry.settings)
     if args.dtype:
         settings["dtype"] = args.dtype
-    max_new_tokens = args.max_new_tokens or int(settings["max_new_tokens"])
+    batch_size = check_arguments(args)
+    max_new_tokens = int(settings["max_new_tokens"]) if args.max_new_tokens is None \
+        else args.max_new_tokens
     tasks = TASK_CHOICES[args.tasks]
     base = args.base or registry.base.hub
     adapters_dir = Path(args.adapters).expanduser() if args.adapters else None
     if adapters_dir is not None and not adapters_dir.is_dir():
         raise FeynTuneError(f"--adapters {adapters_dir} is not a folder")
-    if args.limit is not None and args.limit < 1:
-        raise FeynTuneError("--limit must be at least 1")
     models = select_models(registry, args.models)
+    overrides = parse_overrides(args.adapter, registry, models)
     runs_dir = Path(args.runs)
     cluster = fanout.cluster_options(args, runs_dir)
     data = str(user_path(args.data)) if args.data else None
     backends.require(args.backend)
     run_settings = {"dtype": settings["dtype"], "limit": args.limit,
-                    "max_new_tokens": max_new_tokens, "data": data, "backend": args.backend}
-    planned = plan(models, base, adapters_dir, parse_overrides(args.adapter), runs_dir, tasks,
-                   run_settings)
+                    "max_new_tokens": max_new_tokens, "data": data, "backend": args.backend,
+                    "seed": args.seed, "semscore_model": args.semscore_model}
+    planned = plan(models, base, adapters_dir, overrides, runs_dir, tasks, run_settings)
     documents = document_count(registry, args.data, args.limit)
     for line in describe(registry, planned, documents, max_new_tokens, settings, args.backend):
         print(line, flush=True)
     todo = [item for item in planned if item.todo]
+    # the memory share and the devices are checked where the models will run: here, unless
+    # SLURM runs them
+    here = cluster is None or cluster.executor == "local"
+    work = Path(args.work).expanduser()
     if not args.dry_run:
         check_before_work(base, todo)
-    # the memory share is checked where the models will run: here, unless SLURM runs them
-    here = cluster is None or cluster.executor == "local"
     engine = engine_for(args, settings["dtype"], base, max_new_tokens, check_memory=here) \
         if todo and not args.dry_run else None
-    opts = Options(base, runs_dir, Path(args.work).expanduser(), args.data, args.semscore_model,
-                   args.limit, args.batch_size, args.device, args.seed, max_new_tokens,
+    if not args.dry_run and here and any(not item.is_base for item in todo):
+        fanout.writable_folder(work, "--work")  # now, not after the base model's evaluation
+    opts = Options(base, runs_dir, work, args.data, args.semscore_model,
+                   args.limit, batch_size, args.device, args.seed, max_new_tokens,
                    args.keep_merged, engine)
     if cluster is not None:
         return fanout.dispatch(cluster, evaluate_model, planned, opts, settings, args.dry_run)
@@ -500,18 +626,17 @@ def register(sub) -> None:
                    help="weights for merging and evaluation (default: the study's float16)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation limit (default: the study's 1024)")
-    p.add_argument("--batch-size", default="auto", help="lm-eval batch size (default: auto)")
-    p.add_argument("--backend", choices=backends.BACKENDS, default="hf",
+    p.add_argument("--batch-size", default="auto",
+                   help="lm-eval batch size: N, auto or auto:N (default: auto; hf on a CPU "
+                   f"uses {backends.HF_CPU_BATCH_SIZE} for auto, since lm-eval's search does "
+                   "not end there)")
+    p.add_argument("--backend", choices=list(backends.BACKENDS), default="hf",
                    help="lm-eval model that scores and generates: hf (transformers, default) "
                    "or vllm (continuous batching; adapters merged all the same)")
-    p.add_argument("--memory-share", type=float, default=None,
-                   help="vllm: share of GPU memory (on a CPU: of RAM) for its KV cache "
-                   f"(default: {backends.CUDA_MEMORY_SHARE} on a GPU, half the free RAM on a CPU)")
-    p.add_argument("--tensor-parallel", type=int, default=1,
-                   help="vllm: GPUs one model is split over (default: 1)")
-    p.add_argument("--data-parallel", type=int, default=1,
-                   help="vllm: model copies the documents are shared among, through Ray "
-                   "(default: 1)")
+    for backend in backends.BACKENDS.values():  # each backend's own options
+        for option in backend.options:
+            p.add_argument(option.flag, dest=option.dest, type=option.type, default=None,
+                           help=option.help)
     p.add_argument("--device", default=None, help="lm-eval device (default: lm-eval's choice)")
     p.add_argument("--semscore-model", default=None, help="SemScore embedder (name or folder)")
     p.add_argument("--seed", type=int, default=1234, help="lm-eval seed (default: 1234)")
