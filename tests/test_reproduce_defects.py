@@ -308,9 +308,14 @@ def test_batch_size_auto_on_a_cpu_is_a_fixed_batch_said_on_screen(monkeypatch, c
     assert backends.get("hf").batch_size("auto", "cuda:0") == ("auto", None)
     assert backends.get("hf").batch_size("16", None) == ("16", None)
     assert backends.get("vllm").batch_size("auto", None) == ("auto", None)  # vLLM schedules
-    assert cli.main(_argv(smollm2_path, tmp_path, "--dry-run")) == 0
+    # decided where the model runs: at its evaluation, said on screen ...
+    opts = SimpleNamespace(engine=None, batch_size="auto", device=None)
+    assert reproduce.run_batch_size(opts) == str(backends.HF_CPU_BATCH_SIZE)
     assert f"using {backends.HF_CPU_BATCH_SIZE} here (--batch-size N to choose)" \
         in capsys.readouterr().out
+    # ... not while planning, which for SLURM happens on a login node without the jobs' GPUs
+    assert cli.main(_argv(smollm2_path, tmp_path, "--dry-run")) == 0
+    assert "using" not in capsys.readouterr().out
 
 
 # ---- 8: the leaderboard ------------------------------------------------------------------------

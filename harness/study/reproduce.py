@@ -356,7 +356,8 @@ def _merge_and_run(item: Planned, opts: Options, settings: dict) -> None:
     if opts.semscore_model:
         metadata["semscore_model"] = opts.semscore_model
     argv = lm_eval_argv(weights, item.todo, item.out, settings, opts.max_new_tokens, metadata,
-                        opts.batch_size, opts.limit, opts.device, opts.seed, opts.engine, adapter)
+                        run_batch_size(opts), opts.limit, opts.device, opts.seed, opts.engine,
+                        adapter)
     started = time.time() - 1.0  # file times have coarse resolution on some filesystems
     own = opts.engine is not None and opts.engine.kind.own_process
     code = run_in_own_process(argv) if own else run_lm_eval(argv)
@@ -506,9 +507,18 @@ def check_arguments(args) -> str:
         raise FeynTuneError(f"--max-new-tokens {args.max_new_tokens}: must be at least 1")
     backend.check_options(args)
     backend.device_argv(args.device)
-    batch_size, note = backend.batch_size(args.batch_size, args.device)
+    # checked here; what `auto` becomes is decided where the model runs (run_batch_size), which
+    # is a GPU node when SLURM runs it
+    return backends.parse_batch_size(args.batch_size)
+
+
+def run_batch_size(opts: Options) -> str:
+    """The batch size lm-eval gets on this machine (`auto` has no end on a CPU), said when it is
+    not the one asked for."""
+    backend = backends.get(opts.engine.backend if opts.engine else "hf")
+    batch_size, note = backend.batch_size(opts.batch_size, opts.device)
     if note:
-        print(f"reproduce: {note}", flush=True)
+        print(f"    {note}", flush=True)
     return batch_size
 
 
