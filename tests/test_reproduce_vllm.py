@@ -45,7 +45,7 @@ def test_reproduce_through_vllm_matches_hf_and_reaches_the_leaderboard(
                 "--models", "s3,s3_qkv", "--data", str(docs), "--limit", "3",
                 "--max-new-tokens", str(MAX_NEW), "--batch-size", "4", "--device", "cpu",
                 "--dtype", "float32", "--semscore-model", str(minilm_path),
-                "--backend", backend, "--memory-share", "0.1",
+                "--backend", backend, *(["--memory-share", "0.1"] if backend == "vllm" else []),
                 "--runs", str(tmp_path / backend), "--work", str(tmp_path / "work")]
 
     assert cli.main(argv("vllm")) == 0
