@@ -28,15 +28,15 @@ DOCS = 4
 # (folder, lm-eval config): a base model, an adapter on it, and an API model.
 MODELS = {
     "TinyOrg__tiny-base": {"model": "hf", "model_args": {"pretrained": "TinyOrg/tiny-base"}},
-    "LLMsForHepth__s3-L-3.1-8B-base": {
+    "LLMsForHepth__s3-L-3.1-8B-base_v3": {
         "model": "hf", "model_args": {"pretrained": "TinyOrg/tiny-base",
-                                      "peft": "LLMsForHepth/s3-L-3.1-8B-base"}},
+                                      "peft": "LLMsForHepth/s3-L-3.1-8B-base_v3"}},
     "anthropic__claude-rated-x": {"model": "provider",
                                   "model_args": {"provider": "anthropic",
                                                  "model": "claude-rated-x"}},
 }
 LABELS = {"TinyOrg__tiny-base": "tiny-base",
-          "LLMsForHepth__s3-L-3.1-8B-base": "tiny-base + LoRA-all s3",
+          "LLMsForHepth__s3-L-3.1-8B-base_v3": "tiny-base + LoRA-all s3",
           "anthropic__claude-rated-x": "anthropic/claude-rated-x"}
 CANDIDATE = re.compile(r"Candidate continuation to rate:\n(.*?)(?:\n\nYour previous answer|\Z)",
                        re.DOTALL)

@@ -41,12 +41,12 @@ def completions(runs_dir: Path, models: list[str] | None) -> tuple[list[ModelDoc
     from harness.ground.subtasks import GEN_TASK
     from harness.review.blind_page import choose_runs
     from harness.runs.labels import run_labels
-    from harness.runs.lmeval_outputs import scan
+    from harness.study.registry import scan_runs
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FeynTuneError(f"--runs {runs_dir} is not a folder of lm-eval runs")
-    result = scan(runs_dir)
+    result = scan_runs(runs_dir)
     labels = run_labels(result.runs)
     chosen = choose_runs(result.runs, labels, models)
     out = []

@@ -54,19 +54,16 @@ def build(runs_dir: Path, out_dir: Path, ratings: Path | None = None,
     """Write the leaderboard files for the runs under `runs_dir` into `out_dir`."""
     from harness.leaderboard import compare, figures, page, render, rows
     from harness.review import human_ratings
-    from harness.runs import lmeval_outputs
     from harness.runs.labels import run_labels
-    from harness.study.registry import with_study_facts
+    from harness.study.registry import scan_runs
 
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
         raise FeynTuneError(f"--runs {runs_dir} is not a folder" if runs_dir.exists() else
                             f"--runs {runs_dir}: no such folder (the lm-eval runs that "
                             "`feyntune eval` and `feyntune reproduce` write)")
-    scan = lmeval_outputs.scan(runs_dir)
     reported = rows.load_reported(reported_file or rows.REPORTED_FILE)
-    for run in scan.runs:  # a published adapter run by hub id: its set and variant from the study
-        run.identity = with_study_facts(run.identity, reported)
+    scan = scan_runs(runs_dir, reported)
     if ratings is not None and not Path(ratings).is_file():
         raise FeynTuneError(f"--ratings {ratings} does not exist (write it with "
                             "`feyntune review import`)")

@@ -21,7 +21,8 @@ from harness.ground.errors import FeynTuneError
 from harness.ground.subtasks import GEN_TASK
 from harness.review.criteria import CRITERIA, MAX_SCORE, MIN_SCORE, RATINGS_COLUMNS
 from harness.runs.labels import run_labels
-from harness.runs.lmeval_outputs import Run, scan
+from harness.runs.lmeval_outputs import Run
+from harness.study.registry import scan_runs
 
 TEMPLATE = Path(__file__).with_name("page.html")
 TRUTH = "true continuation"  # the key's model name for the human-written text
@@ -193,7 +194,7 @@ def build_review(runs_dir: Path, out_dir: Path, n: int = 10, models: list[str] |
                  force: bool = False) -> tuple[Path, Path, list[str]]:
     """Write the page and the key; returns (page, key, messages). An existing, different page
     or key is replaced only with `force`; otherwise the new review is written beside it."""
-    result = scan(Path(runs_dir))
+    result = scan_runs(Path(runs_dir))
     labels = run_labels(result.runs)
     chosen = choose_runs(result.runs, labels, models)
     documents, messages = plan(chosen, labels, n, seed, include_truth)

@@ -144,3 +144,17 @@ def with_study_facts(identity, registry: Registry):
         return identity
     return dataclasses.replace(identity, mix=identity.mix or model.mix,
                                lora=identity.lora or model.lora)
+
+
+def scan_runs(runs_dir: Path, registry: Registry | None = None):
+    """The lm-eval runs under `runs_dir` (harness.runs.lmeval_outputs.scan), each published
+    adapter evaluated by its hub id given the set and LoRA variant its study file states: the
+    one reading that the leaderboard, the review page and the judge share, so that a run has the
+    same label in all three."""
+    from harness.runs.lmeval_outputs import scan
+
+    result = scan(Path(runs_dir))
+    registry = registry or load()
+    for run in result.runs:
+        run.identity = with_study_facts(run.identity, registry)
+    return result
