@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_commands import put_on_path
 
 from harness import cli
 from harness.ground.errors import FeynTuneError
@@ -124,15 +125,7 @@ printf 'gpu\\ncpu\\n'
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    bin_dir, record = tmp_path / "bin", tmp_path / "record"
-    bin_dir.mkdir()
-    record.mkdir()
-    for name, text in {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "sinfo": FAKE_SINFO}.items():
-        script = bin_dir / name
-        script.write_text(text.format(record=record))
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return record
+    return put_on_path(tmp_path, monkeypatch, {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "sinfo": FAKE_SINFO})
 
 
 @pytest.fixture

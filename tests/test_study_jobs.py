@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from fake_commands import put_on_path
 from sample_sets import build_tiny_llama, write_short_set
 
 from harness.ground.errors import FeynTuneError
@@ -50,15 +51,7 @@ exit 0
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
-    bin_dir, record = tmp_path / "bin", tmp_path / "record"
-    bin_dir.mkdir()
-    record.mkdir()
-    for name, text in {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "squeue": FAKE_SQUEUE}.items():
-        script = bin_dir / name
-        script.write_text(text.format(record=record))
-        script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return record
+    return put_on_path(tmp_path, monkeypatch, {"sbatch": FAKE_SBATCH, "srun": FAKE_SRUN, "squeue": FAKE_SQUEUE})
 
 
 def sbatch_flags(path: Path) -> dict[str, str]:
