@@ -315,3 +315,15 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def provider_env(monkeypatch, tmp_path, minilm_path, keys: dict) -> None:
+    """What a `feyntune eval --model provider` test runs under: a fresh $FEYNTUNE_HOME (the
+    answer cache), MiniLM as the fast SemScore model, the given keys (provider -> (variable,
+    key)) and no Google variable that would send Gemini elsewhere."""
+    monkeypatch.setenv("FEYNTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("FEYNTUNE_SEMSCORE_MODEL", str(minilm_path))
+    for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
+        monkeypatch.delenv(name, raising=False)
+    for env_name, key in keys.values():
+        monkeypatch.setenv(env_name, key)

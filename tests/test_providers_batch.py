@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from fake_batch_servers import BATCH_SERVERS, BatchOpenAI
-from fake_servers import FakeOpenAI, cached_prompts
+from fake_servers import FakeOpenAI, cached_prompts, provider_env
 
 from harness.ground.errors import FeynTuneError
 from providers import pricing
@@ -37,12 +37,7 @@ PROMPTS = [f"Abstract {i}: we study the moduli space of a D-brane on a conifold.
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, minilm_path):
-    monkeypatch.setenv("FEYNTUNE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FEYNTUNE_SEMSCORE_MODEL", str(minilm_path))
-    for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    for env_name, key in KEYS.values():
-        monkeypatch.setenv(env_name, key)
+    provider_env(monkeypatch, tmp_path, minilm_path, KEYS)
     return tmp_path
 
 

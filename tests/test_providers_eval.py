@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_servers import SERVERS, FakeOpenAI, Fault
+from fake_servers import SERVERS, FakeOpenAI, Fault, provider_env
 
 from harness.ground.errors import FeynTuneError
 from providers.instruction import CURRENT
@@ -24,13 +24,7 @@ N_DOCS = 3
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, minilm_path):
-    """Fresh $FEYNTUNE_HOME (cache) per test; keys set; MiniLM as the fast SemScore model."""
-    monkeypatch.setenv("FEYNTUNE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("FEYNTUNE_SEMSCORE_MODEL", str(minilm_path))
-    for name in ("GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
-        monkeypatch.delenv(name, raising=False)
-    for env_name, key in KEYS.values():
-        monkeypatch.setenv(env_name, key)
+    provider_env(monkeypatch, tmp_path, minilm_path, KEYS)
     return tmp_path
 
 
