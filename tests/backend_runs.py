@@ -38,7 +38,7 @@ def main(backend: str, model: str, docs: str, semscore_model: str, max_new: int,
                              memory_share=0.1 if backend == "vllm" else None)
     lm = get_model(backend).create_from_arg_string(
         engine.model_args(model), {"batch_size": 4, "device": "cpu"})
-    manager = TaskManager(include_path=str(TASK_DIR), metadata={
+    manager = TaskManager(include_path=str(TASK_DIR), include_defaults=False, metadata={
         "pretrained": model, "hepth_data": docs, "semscore_model": semscore_model})
     sampled = engine.gen_kwargs(0.8, max_new)
     runs = {"greedy": ([PPL_TASK, GEN_TASK], f"do_sample=False,max_gen_toks={max_new}"),

@@ -17,11 +17,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# vLLM's CPU engines start without inductor compilation (dynamo with the eager backend, no
-# warm-up): what vLLM's own CPU CI sets "to save time", about a minute less per engine on two
-# cores. tests/test_vllm_backend.py unsets it for its engine, so the compiled engine users get
-# stays held to transformers' figures.
+# vLLM's CPU engines in the tests run uncompiled (tests/eager_vllm.py says why and how).
 os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
+
+
+@pytest.fixture
+def eager_vllm(monkeypatch):
+    """vLLM engines started by this test (and their processes) run without dynamo."""
+    from eager_vllm import EAGER_VLLM
+
+    for name, value in EAGER_VLLM.items():
+        monkeypatch.setenv(name, value)
 
 
 def _need(path: Path, what: str) -> Path:

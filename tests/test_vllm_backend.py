@@ -1,7 +1,7 @@
 """hf against vllm through lm-eval and the same task code, in float32 on the CPU (vLLM's CPU build):
 the same documents scored and completed by both engines. One vLLM engine for the module
 (tests/backend_runs.py builds each backend's model once and runs the task on it three times),
-compiled by inductor as users run it.
+run without compilation like every engine of the suite (tests/eager_vllm.py).
 
 Tolerances:
 - perplexity, relative 1e-4 per document. Both engines compute the same float32 forward pass with
@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from eager_vllm import EAGER_VLLM
 
 from harness.evaluate import backends
 
@@ -58,9 +59,7 @@ def docs(tmp_path_factory, sample_path) -> Path:
 
 
 def _runs(backend, smollm2_path, minilm_path, docs, out: Path) -> dict:
-    # the one engine of the suite compiled as users get it (conftest turns compilation off
-    # for the other tests' engines)
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_CI_ENV"}
+    env = {**os.environ, **EAGER_VLLM}
     done = subprocess.run([sys.executable, str(REPO / "tests" / "backend_runs.py"), backend,
                            str(smollm2_path), str(docs), str(minilm_path), str(MAX_NEW), str(out)],
                           env=env, check=False, capture_output=True, text=True, timeout=1200)

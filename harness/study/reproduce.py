@@ -414,10 +414,27 @@ def _lm_eval_and_exit(argv: list[str]) -> None:
 
 def end_child_processes(grace_seconds: float = 30.0) -> None:
     """End the engine processes lm-eval left running (vLLM's engine core and its workers): a
-    spawned process waits at its exit for its children, and these never end by themselves."""
+    spawned process waits at its exit for its children, and these never end by themselves.
+
+    multiprocessing's resource tracker is left alone: it ignores SIGTERM by design (so it would
+    cost the whole grace period and then be killed), ends by itself once this process exits,
+    and then removes whatever shared memory the engine registered and left behind."""
     import psutil
 
-    end_processes(psutil.Process().children(recursive=True), grace_seconds)
+    children = [process for process in psutil.Process().children(recursive=True)
+                if not is_resource_tracker(process)]
+    end_processes(children, grace_seconds)
+
+
+def is_resource_tracker(process) -> bool:
+    """multiprocessing's resource tracker (`python -c 'from multiprocessing.resource_tracker
+    import main; main(FD)'`)."""
+    import psutil
+
+    try:
+        return any("multiprocessing.resource_tracker" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 # Python's SharedMemory segments (vLLM's message queues) and named semaphores (multiprocessing).
