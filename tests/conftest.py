@@ -83,9 +83,8 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
     layout): the embedded SmolLM2 on the first 4 real hep-th abstracts of the sample, --limit 3,
     8 new tokens, SemScore with MiniLM for speed. Made once per session; treat it as read-only."""
     import json
-    import subprocess
-    import sys
 
+    from harness import cli
     from harness.ground.abstracts import clean_abstract, is_control, is_withdrawn, primary_category
 
     root = tmp_path_factory.mktemp("hepth_eval")
@@ -103,15 +102,19 @@ def hepth_eval_runs(tmp_path_factory, sample_path, smollm2_path, minilm_path) ->
                     break
     runs = root / "runs"
     metadata = json.dumps({"hepth_data": str(docs), "semscore_model": str(minilm_path)})
-    done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "eval", "--model", "hf",
-         "--model_args", f"pretrained={smollm2_path},dtype=float32", "--tasks", "hepth_completion",
-         "--limit", "3", "--gen_kwargs", "max_gen_toks=8", "--seed", "1234",
-         "--output_path", str(runs), "--metadata", metadata],
-        cwd=root, capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(f"feyntune eval failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    # in this process (its imports are made once per session), from the fixture's folder
+    here = os.getcwd()
+    os.chdir(root)
+    try:
+        code = cli.main(["eval", "--model", "hf",
+                         "--model_args", f"pretrained={smollm2_path},dtype=float32",
+                         "--tasks", "hepth_completion", "--limit", "3",
+                         "--gen_kwargs", "max_gen_toks=8", "--seed", "1234",
+                         "--output_path", str(runs), "--metadata", metadata])
+    finally:
+        os.chdir(here)
+    if code != 0:
+        pytest.fail(f"feyntune eval failed ({code})")
     return runs
 
 
