@@ -149,6 +149,7 @@ def own_task_index(args):
     if not set(wanted) <= known:
         yield
         return
+
     class OwnTaskManager(full):
         def __init__(self, *args, include_defaults: bool = False, **kwargs):
             super().__init__(*args, include_defaults=include_defaults, **kwargs)
