@@ -124,6 +124,8 @@ def lm_eval_run(argv: list[str]):
 
 
 def requested_tasks(args) -> list[str]:
+    """The task names of a run (lm-eval's parser gives a list; a Namespace made by hand may hold
+    one comma-separated string)."""
     tasks = getattr(args, "tasks", None) or []
     if isinstance(tasks, str):
         tasks = [tasks]
@@ -193,7 +195,7 @@ def check_run_arguments(args) -> None:
 
 def _check_documents(args) -> None:
     """The hep-th documents of the standard tasks load (the fresh tasks check their own)."""
-    tasks = getattr(args, "tasks", None) or []
+    tasks = requested_tasks(args)
     standard = {"hepth_completion", subtasks.PPL_TASK, subtasks.GEN_TASK}
     if not any(task in standard for task in tasks):
         return
